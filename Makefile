@@ -1,0 +1,48 @@
+# Two commands on a fresh Debian/Ubuntu machine with Python 3.11+ and a JDK 17+:
+#   make demo   installs what is missing, then runs `tsdemo up`
+#   make test   installs what is missing, then runs the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+APT_PACKAGES := mosquitto mosquitto-clients influxdb kcat
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system-packages python-env artifacts demo test test-unit lint clean
+
+setup: system-packages python-env artifacts
+
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@command -v java >/dev/null || { echo "a JDK 17+ is required (apt-get install openjdk-17-jdk-headless)"; exit 1; }
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+python-env: $(BIN)/python
+	@$(BIN)/python -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+
+# Kafka's jars and Spark's Kafka connector, from Maven Central into .cache/ (once).
+artifacts: python-env
+	$(BIN)/python -m deploy.local.artifacts
+
+demo: setup
+	$(BIN)/tsdemo up
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+test-unit: python-env
+	$(BIN)/python -m pytest -m "not integration and not e2e"
+
+lint: python-env
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf .tsdemo .pytest_cache

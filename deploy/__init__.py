@@ -1,0 +1,1 @@
+"""Deployment: running the tsdemo stack locally and in containers."""

@@ -1,0 +1,1 @@
+"""Local deployment: the real servers as child processes and the artifacts they need."""

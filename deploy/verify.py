@@ -1,0 +1,137 @@
+"""``tsdemo verify``: what the generators published (their ledgers) against what InfluxDB holds.
+
+Per device and metric: expected readings (acknowledged by the broker) against the summed ``count``
+of the stored device windows. While a generator still runs, only event-time minutes older than a
+settling delay are compared, so a healthy live pipeline reports zero too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import Field
+
+from generators.ledger import BUCKET_MS, LedgerEntry, read_ledger
+from servicekit.settings import add_service_command
+from storage.queries import InfluxQuery
+from storage.settings import InfluxSettings
+
+
+class VerifySettings(InfluxSettings):
+    ledger_path: list[Path] = Field(
+        [Path(".tsdemo/ledger/generator.json")],
+        description="generator ledger file(s); give the flag once per file",
+    )
+    wait_s: float = Field(0.0, ge=0, description="keep checking up to this long until nothing is missing")
+    settle_s: float = Field(90.0, ge=0, description="for a live generator: compare only readings older "
+                            "than this (covers watermark, trigger and write delay)")
+    json_output: bool = Field(False, description="print the result as JSON")
+
+
+@dataclass
+class Result:
+    expected: int = 0
+    stored: int = 0
+    lost: int = 0
+    double_counted: int = 0
+    until_ms: int | None = None
+    problems: list[dict] = field(default_factory=list)
+    unknown_series: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.double_counted == 0
+
+
+def compare(entries: list[LedgerEntry], stored: dict[tuple[str, str], int], until_ms: int | None) -> Result:
+    """Lost and double-counted readings per (device, metric); pure, so it is unit-tested alone."""
+    result = Result(until_ms=until_ms)
+    expected: dict[tuple[str, str], int] = {}
+    for e in entries:
+        key = (e.device_id, e.metric)
+        expected[key] = expected.get(key, 0) + e.count(until_ms)
+    for key, want in sorted(expected.items()):
+        got = stored.get(key, 0)
+        result.expected += want
+        result.stored += got
+        if got < want:
+            result.lost += want - got
+        elif got > want:
+            result.double_counted += got - want
+        if got != want:
+            result.problems.append({"device_id": key[0], "metric": key[1], "expected": want, "stored": got})
+    result.unknown_series = sorted(f"{d}/{m}" for d, m in stored if (d, m) not in expected)
+    return result
+
+
+def _cutoff(headers: list[dict], settle_s: float) -> int | None:
+    """None when every generator finished (compare everything), else a settled minute boundary."""
+    if all(h.get("complete") for h in headers):
+        return None
+    newest_safe = min(int(h["updated_ms"]) for h in headers) - int(settle_s * 1000)
+    return newest_safe - newest_safe % BUCKET_MS
+
+
+def check(settings: VerifySettings) -> Result:
+    headers, entries = [], []
+    for path in settings.ledger_path:
+        header, found = read_ledger(path)
+        headers.append(header)
+        entries.extend(found)
+    until = _cutoff(headers, settings.settle_s)
+    stored = InfluxQuery(settings).stored_counts(until_ms=until)
+    return compare(entries, stored, until)
+
+
+def _print(result: Result, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({**result.__dict__, "ok": result.ok}, indent=2))
+        return
+    if result.until_ms is None:
+        scope = "all readings"
+    else:
+        scope = "readings before " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result.until_ms / 1000))
+    print(f"verify ({scope}): expected {result.expected}, stored {result.stored}, "
+          f"lost {result.lost}, double-counted {result.double_counted}")
+    for p in result.problems[:20]:
+        print(f"  {p['device_id']} {p['metric']}: expected {p['expected']}, stored {p['stored']}")
+    if len(result.problems) > 20:
+        print(f"  ... and {len(result.problems) - 20} more series")
+    if result.unknown_series:
+        print(f"  note: {len(result.unknown_series)} stored series are not in any ledger "
+              f"(e.g. {result.unknown_series[0]}); they are not counted")
+
+
+def _run(settings: VerifySettings) -> int:
+    deadline = time.monotonic() + settings.wait_s
+    try:
+        while True:
+            result = check(settings)
+            if result.ok or time.monotonic() >= deadline:
+                break
+            print(f"waiting: lost {result.lost}, double-counted {result.double_counted} ...", file=sys.stderr)
+            time.sleep(2.0)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"tsdemo verify: {exc}", file=sys.stderr)
+        return 2
+    _print(result, settings.json_output)
+    return 0 if result.ok else 1
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    add_service_command(
+        subparsers,
+        "verify",
+        "compare the generator's ledger with InfluxDB: lost and double-counted readings",
+        VerifySettings,
+        _run,
+        description=(
+            "Compare, per device and metric, the readings the generator published (its ledger) with the\n"
+            "summed counts of the stored device windows. Exits 1 if any reading is lost or counted twice."
+        ),
+    )

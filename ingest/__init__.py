@@ -1,0 +1,1 @@
+"""MQTT to Kafka bridge: forwards payload bytes unchanged, acknowledging MQTT only after Kafka."""

@@ -1,0 +1,32 @@
+"""``tsdemo ingest``: the MQTT to Kafka bridge as a container runs it."""
+
+from __future__ import annotations
+
+import argparse
+
+from ingest.settings import BridgeSettings
+from servicekit.service import setup_logging, stop_on_signals
+from servicekit.settings import add_service_command
+
+
+def _run(settings: BridgeSettings) -> int:
+    from ingest.bridge import run_bridge
+
+    setup_logging(settings.log_level)
+    run_bridge(settings, stop_on_signals())
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    add_service_command(
+        subparsers,
+        "ingest",
+        "bridge MQTT readings into Kafka (at-least-once, ordered acks)",
+        BridgeSettings,
+        _run,
+        description=(
+            "Subscribe to $share/<group>/sensors/# (MQTT 5, persistent session) and forward each payload\n"
+            "unchanged to Kafka, keyed by the topic's last segment; acknowledge MQTT only after Kafka.\n"
+            "Run several with different --client-id values to split the load."
+        ),
+    )

@@ -1,0 +1,1 @@
+"""Spark Structured Streaming job: parse, validate, deduplicate and window readings into InfluxDB."""

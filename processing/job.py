@@ -1,0 +1,181 @@
+"""Wiring of the Spark job: session, Kafka source, the windows query, the DLQ query, health.
+
+The same code runs on ``local[*]`` and on a cluster: only ``--spark-master`` changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import Gauge
+
+from processing.settings import ProcessingSettings
+from servicekit.contract import PIPELINE
+
+log = logging.getLogger("processing")
+
+BATCH_DURATION = Gauge("tsdemo_processing_batch_duration_ms", "last micro-batch duration", ["query"])
+INPUT_RATE = Gauge("tsdemo_processing_input_rows_per_second", "input rate of the last batch", ["query"])
+LATE_ROWS = Gauge("tsdemo_processing_late_rows_total", "readings dropped as later than the watermark")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def kafka_connector() -> str:
+    import pyspark
+
+    return f"org.apache.spark:spark-sql-kafka-0-10_2.13:{pyspark.__version__}"
+
+
+def build_session(settings: ProcessingSettings) -> Any:
+    import os
+
+    from pyspark.sql import SparkSession
+
+    ivy = settings.ivy_dir or Path(os.environ.get("TSDEMO_CACHE_DIR") or REPO / ".cache") / "ivy"
+    builder = (
+        SparkSession.builder.appName("tsdemo-processing")
+        .master(settings.spark_master)
+        .config("spark.jars.packages", kafka_connector())
+        .config("spark.jars.ivy", str(Path(ivy).resolve()))
+        .config("spark.sql.shuffle.partitions", str(settings.shuffle_partitions))
+        .config("spark.ui.enabled", str(settings.spark_ui).lower())
+        .config("spark.driver.memory", settings.driver_memory)
+        .config("spark.sql.session.timeZone", "UTC")
+        # Stopping a query interrupts its thread; without this Spark logs an error for it.
+        .config("spark.sql.streaming.stopActiveRunOnRestart", "true")
+    )
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    return spark
+
+
+def kafka_source(spark: Any, settings: ProcessingSettings) -> Any:
+    reader = (
+        spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .option("subscribe", settings.kafka_topic)
+        .option("startingOffsets", settings.starting_offsets)
+    )
+    if settings.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", settings.max_offsets_per_trigger)
+    return reader.load()
+
+
+def pipeline_point(progress: Any) -> dict[str, Any]:
+    """The ``pipeline`` measurement from one query progress event."""
+    late = sum(op.numRowsDroppedByWatermark for op in progress.stateOperators)
+    state_rows = sum(op.numRowsTotal for op in progress.stateOperators)
+    fields: dict[str, Any] = {
+        "input_rows": int(progress.numInputRows),
+        "input_rate": float(progress.inputRowsPerSecond or 0.0),
+        "processing_rate": float(progress.processedRowsPerSecond or 0.0),
+        "batch_duration_ms": float(progress.batchDuration),
+        "state_rows": int(state_rows),
+        "late_rows": int(late),
+        "output_rows": int(progress.sink.numOutputRows if progress.sink else 0),
+    }
+    watermark = (progress.eventTime or {}).get("watermark")
+    if watermark:
+        from datetime import datetime
+
+        wm = datetime.fromisoformat(watermark.replace("Z", "+00:00")).timestamp()
+        fields["watermark_delay_ms"] = float(max(0.0, time.time() - wm) * 1000)
+    return {
+        "measurement": PIPELINE,
+        "tags": {"query": progress.name or "unnamed"},
+        "fields": fields,
+        "time": int(time.time() * 1000),
+    }
+
+
+def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    from processing import transforms as T
+    from processing.settings import duration_ms
+    from processing.sink import WindowSink
+    from servicekit.service import serve_health
+    from storage.queries import InfluxQuery
+    from storage.writer import InfluxWriter
+
+    writer = InfluxWriter(settings)
+    spark = build_session(settings)
+
+    class Health(StreamingQueryListener):
+        def onQueryStarted(self, event: Any) -> None:  # noqa: N802 (Spark's naming)
+            log.info("query started", extra={"fields": {"query": event.name}})
+
+        def onQueryProgress(self, event: Any) -> None:  # noqa: N802
+            progress = event.progress
+            point = pipeline_point(progress)
+            BATCH_DURATION.labels(point["tags"]["query"]).set(point["fields"]["batch_duration_ms"])
+            INPUT_RATE.labels(point["tags"]["query"]).set(point["fields"]["input_rate"])
+            LATE_ROWS.inc(point["fields"]["late_rows"])
+            try:
+                writer.write([point])
+            except Exception:  # health points must never stop the job
+                log.exception("could not write pipeline health")
+
+        def onQueryIdle(self, event: Any) -> None:  # noqa: N802
+            pass
+
+        def onQueryTerminated(self, event: Any) -> None:  # noqa: N802
+            if event.exception:
+                log.error("query terminated with error: %s", event.exception)
+
+    spark.streams.addListener(Health())
+    raw = kafka_source(spark, settings)
+    classified = T.classify(T.parse_readings(raw), settings.max_metrics, settings.max_future_s * 1000)
+    ckpt = settings.checkpoint_dir
+    windows = T.device_windows(
+        T.explode_metrics(T.deduplicate(T.valid_readings(classified), settings.watermark)), settings.window
+    )
+    sink = WindowSink(writer, InfluxQuery(settings), duration_ms(settings.window))
+    windows_q = (
+        windows.writeStream.queryName("windows")
+        .outputMode("update")
+        .foreachBatch(sink)
+        .option("checkpointLocation", str(ckpt / "windows"))
+        .trigger(processingTime=settings.trigger)
+        .start()
+    )
+    dlq_q = (
+        T.dlq_records(classified)
+        .writeStream.queryName("dlq")
+        .format("kafka")
+        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .option("topic", settings.kafka_dlq_topic)
+        .option("checkpointLocation", str(ckpt / "dlq"))
+        .trigger(processingTime=settings.trigger)
+        .start()
+    )
+    queries = [windows_q, dlq_q]
+
+    def health() -> tuple[bool, dict]:
+        active = {q.name: q.isActive for q in queries}
+        return all(active.values()), {"queries": active}
+
+    server = serve_health(settings.health_port, health)
+    log.info("streaming", extra={"fields": {"master": settings.spark_master, "window": settings.window,
+                                              "watermark": settings.watermark, "trigger": settings.trigger}})
+    status = 0
+    while not stop.is_set():
+        failed = [q for q in queries if not q.isActive]
+        if failed:
+            for q in failed:
+                log.error("query %s stopped: %s", q.name, q.exception())
+            status = 1
+            break
+        stop.wait(1.0)
+    for q in queries:
+        q.stop()
+    spark.stop()
+    if server is not None:
+        server.shutdown()
+    log.info("processing stopped")
+    return status

@@ -1,0 +1,52 @@
+"""Settings of the Spark job (``tsdemo process``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from servicekit.contract import KAFKA_DLQ_TOPIC, KAFKA_TOPIC
+from storage.settings import InfluxSettings
+
+_DURATION_UNITS = ("millisecond", "second", "minute", "hour")
+
+
+class ProcessingSettings(InfluxSettings):
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
+    kafka_topic: str = Field(KAFKA_TOPIC, description="Kafka topic to read readings from")
+    kafka_dlq_topic: str = Field(KAFKA_DLQ_TOPIC, description="Kafka topic for invalid readings")
+    starting_offsets: str = Field("earliest", description="where a new query starts: earliest or latest")
+    max_offsets_per_trigger: int | None = Field(None, ge=1, description="cap on Kafka records per micro-batch")
+    spark_master: str = Field("local[*]", description="Spark master URL (local[*], spark://host:7077, ...)")
+    shuffle_partitions: int = Field(4, ge=1, description="spark.sql.shuffle.partitions (state is split by it)")
+    window: str = Field("10 seconds", description="event-time tumbling window length")
+    watermark: str = Field("30 seconds", description="how late a reading may be and still be counted")
+    trigger: str = Field("2 seconds", description="micro-batch trigger interval")
+    max_metrics: int = Field(32, ge=1, description="readings with more metrics than this are invalid")
+    max_future_s: int = Field(86_400, ge=0, description="readings stamped further ahead than this are invalid")
+    checkpoint_dir: Path = Field(Path(".tsdemo/checkpoints/processing"), description="checkpoint directory "
+                                 "(a shared filesystem such as HDFS or ABFS on a cluster)")
+    ivy_dir: Path | None = Field(None, description="Ivy cache for Spark's Kafka connector (default: "
+                                 "<repo>/.cache/ivy)")
+    spark_ui: bool = Field(False, description="start the Spark web UI")
+    driver_memory: str = Field("1g", description="spark.driver.memory")
+    health_port: int = Field(-1, description="port for /healthz and /metrics (0: any free port, <0: off)")
+    log_level: str = Field("INFO", description="log level")
+
+    @field_validator("window", "watermark", "trigger")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parts = value.split()
+        if len(parts) != 2 or not parts[0].isdigit() or parts[1].rstrip("s") not in _DURATION_UNITS:
+            raise ValueError(f"expected a duration like '10 seconds', got {value!r}")
+        return value
+
+    def window_ms(self) -> int:
+        return duration_ms(self.window)
+
+
+def duration_ms(value: str) -> int:
+    number, unit = value.split()
+    scale = {"millisecond": 1, "second": 1000, "minute": 60_000, "hour": 3_600_000}[unit.rstrip("s")]
+    return int(number) * scale

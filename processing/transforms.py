@@ -1,0 +1,152 @@
+"""Pure DataFrame-to-DataFrame steps of the job, so each is testable on a small in-memory frame.
+
+Input is what Spark's Kafka source gives: ``value`` (binary), ``partition``, ``offset``.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.types import (
+    ArrayType,
+    DoubleType,
+    LongType,
+    MapType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+READING_SCHEMA = StructType(
+    [
+        StructField("device_id", StringType()),
+        StructField("site", StringType()),
+        StructField("type", StringType()),
+        StructField("ts", LongType()),
+        StructField("seq", LongType()),
+        StructField("boot", LongType()),
+        StructField("metrics", MapType(StringType(), DoubleType())),
+        StructField("lat", DoubleType()),
+        StructField("lon", DoubleType()),
+        StructField("battery", DoubleType()),
+    ]
+)
+
+# Event times before this are a device with an unset clock, not history.
+EARLIEST_TS_MS = 946_684_800_000  # 2000-01-01
+
+
+def parse_readings(raw: DataFrame) -> DataFrame:
+    """One row per reading found in each message, with ``reason`` null when it is valid.
+
+    Both payload forms are parsed against the explicit schema: an object, or an array of them.
+    A message that is not JSON (or not UTF-8 JSON of objects) yields one row with a reason.
+    """
+    text = F.col("value").cast("string")
+    is_array = F.ltrim(text).startswith("[")
+    parsed = F.when(is_array, F.from_json(text, ArrayType(READING_SCHEMA))).otherwise(
+        F.when(F.from_json(text, READING_SCHEMA).isNotNull(), F.array(F.from_json(text, READING_SCHEMA)))
+    )
+    with_readings = raw.select("value", "partition", "offset", parsed.alias("readings"))
+    exploded = with_readings.select(
+        "value", "partition", "offset", F.posexplode_outer("readings").alias("idx", "r")
+    )
+    # Spark's permissive parser turns text that is not a reading into a row of nulls, not a null.
+    all_null = F.col("r").isNull() | F.coalesce(
+        *[F.col(f"r.{n}").cast("string") for n in ("device_id", "site", "type", "ts", "seq")],
+        F.col("r.metrics").cast("string"),
+    ).isNull()
+    return exploded.select("value", "partition", "offset", "idx", "r.*", all_null.alias("_missing"))
+
+
+def _invalid_reason(max_metrics: int, max_future_ms: int) -> Column:
+    metric_values = F.map_values("metrics")
+    non_finite = F.exists(
+        metric_values, lambda v: v.isNull() | F.isnan(v) | (F.abs(v) == F.lit(float("inf")))
+    )
+    now_ms = F.unix_millis(F.current_timestamp())
+    checks = [
+        (F.col("_missing"), "malformed JSON or not a reading object"),
+        (F.col("device_id").isNull() | (F.length("device_id") == 0), "missing or invalid device_id"),
+        (F.col("site").isNull() | (F.length("site") == 0), "missing or invalid site"),
+        (F.col("type").isNull() | (F.length("type") == 0), "missing or invalid type"),
+        (F.col("ts").isNull(), "missing or non-integer ts"),
+        (F.col("ts") < EARLIEST_TS_MS, "ts before 2000-01-01"),
+        (F.col("ts") > now_ms + max_future_ms, "ts too far in the future"),
+        (F.col("seq").isNull(), "missing or non-integer seq"),
+        (F.col("seq") < 0, "negative seq"),
+        (F.col("boot") < 0, "negative boot"),
+        (F.col("metrics").isNull() | (F.size("metrics") == 0), "missing or empty metrics"),
+        (F.size("metrics") > max_metrics, f"more than {max_metrics} metrics"),
+        (non_finite, "non-finite or non-numeric metric value"),
+    ]
+    reason: Column = F.lit(None).cast("string")
+    for condition, text in reversed(checks):
+        reason = F.when(condition, F.lit(text)).otherwise(reason)
+    return reason
+
+
+def classify(parsed: DataFrame, max_metrics: int, max_future_ms: int) -> DataFrame:
+    """Adds ``reason`` (null for a valid reading) to the rows of ``parse_readings``."""
+    return parsed.withColumn("reason", _invalid_reason(max_metrics, max_future_ms))
+
+
+def valid_readings(classified: DataFrame) -> DataFrame:
+    return classified.where(F.col("reason").isNull()).select(
+        "device_id", "site", "type", "ts", "seq", F.coalesce("boot", F.lit(0)).alias("boot"), "metrics",
+        F.timestamp_millis("ts").alias("event_time"),
+    )
+
+
+def dlq_records(classified: DataFrame) -> DataFrame:
+    """Invalid readings as Kafka records: the original message bytes, the reason and origin in headers."""
+    invalid = classified.where(F.col("reason").isNotNull())
+
+    def header(key: str, value: Column) -> Column:
+        return F.struct(F.lit(key).alias("key"), value.cast("string").cast("binary").alias("value"))
+
+    return invalid.select(
+        F.col("value"),
+        F.array(
+            header("reason", F.col("reason")),
+            header("source_partition", F.col("partition")),
+            header("source_offset", F.col("offset")),
+            header("reading_index", F.coalesce(F.col("idx"), F.lit(0))),
+        ).alias("headers"),
+    )
+
+
+def deduplicate(readings: DataFrame, watermark: str) -> DataFrame:
+    """Drops repeated (device_id, boot, seq) within the watermark: at-least-once in, exact counts out."""
+    key = ["device_id", "boot", "seq"]
+    if not readings.isStreaming:  # a bounded frame (tests, backfills) has no watermark to bound state
+        return readings.dropDuplicates(key)
+    return readings.withWatermark("event_time", watermark).dropDuplicatesWithinWatermark(key)
+
+
+def explode_metrics(readings: DataFrame) -> DataFrame:
+    return readings.select(
+        "device_id", "site", "type", "event_time", F.explode("metrics").alias("metric", "value")
+    )
+
+
+def device_windows(samples: DataFrame, window: str) -> DataFrame:
+    """Per device and metric and event-time window: count, sum, mean, min, max, stddev, first, last."""
+    return (
+        samples.groupBy(F.window("event_time", window).alias("w"), "site", "type", "device_id", "metric")
+        .agg(
+            F.count("value").alias("count"),
+            F.sum("value").alias("sum"),
+            F.min("value").alias("min"),
+            F.max("value").alias("max"),
+            F.stddev_samp("value").alias("stddev"),
+            F.min_by("value", "event_time").alias("first"),
+            F.max_by("value", "event_time").alias("last"),
+        )
+        .select(
+            F.unix_millis(F.col("w.start")).alias("window_start_ms"),
+            "site", "type", "device_id", "metric", "count", "sum",
+            (F.col("sum") / F.col("count")).alias("mean"),
+            "min", "max", "stddev", "first", "last",
+        )
+    )

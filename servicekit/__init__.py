@@ -1,0 +1,1 @@
+"""Shared by every tsdemo service: the message contract, settings plumbing and service plumbing."""

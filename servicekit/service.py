@@ -1,0 +1,96 @@
+"""Service plumbing shared by the long-running services: JSON logs, a health and metrics HTTP
+endpoint, and a stop event set by SIGTERM or SIGINT so each service can flush, commit and exit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "service": record.name.split(".")[0],
+            "msg": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            entry.update(extra)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # Client libraries are chatty at INFO about every reconnect; their warnings still show.
+    for noisy in ("kafka", "py4j", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def log_event(logger: logging.Logger, msg: str, **fields: object) -> None:
+    logger.info(msg, extra={"fields": fields})
+
+
+HealthCheck = Callable[[], tuple[bool, dict]]
+
+
+def serve_health(port: int, health: HealthCheck, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
+    """``/healthz`` answers 200 or 503 with a JSON body; ``/metrics`` is Prometheus text.
+
+    Port 0 picks a free port (read it from ``server.server_address``); a negative port disables it.
+    """
+    if port < 0:
+        return None
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path.startswith("/metrics"):
+                body, ctype, code = generate_latest(), CONTENT_TYPE_LATEST, 200
+            elif self.path.startswith("/healthz"):
+                ok, detail = health()
+                body = json.dumps({"status": "ok" if ok else "unhealthy", **detail}).encode()
+                ctype, code = "application/json", 200 if ok else 503
+            else:
+                body, ctype, code = b"not found\n", "text/plain", 404
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    return server
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set on SIGTERM or SIGINT; services poll it and shut down cleanly."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: object) -> None:
+        logging.getLogger("servicekit").info("signal %s received, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop

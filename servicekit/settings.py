@@ -1,0 +1,100 @@
+"""Settings plumbing: pydantic-settings models read ``TSDEMO_*`` variables, and the same models
+become command-line flags, so ``--help`` always shows each option with the variable behind it.
+
+pydantic-settings has its own CLI source, but its help does not name the environment variable
+behind each flag and it parses nested models in ways our users do not need; this keeps the flags
+flat and the precedence simple: flag > environment > default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, TypeVar, get_args, get_origin
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "TSDEMO_"
+
+
+class ServiceSettings(BaseSettings):
+    """Base for every service's settings: frozen, ``TSDEMO_`` prefix, unknown keys rejected."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _is_bool(annotation: Any) -> bool:
+    return annotation is bool or (get_origin(annotation) is not None and bool in get_args(annotation))
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, model: type[BaseSettings]) -> None:
+    """One flag per settings field; the help names its ``TSDEMO_*`` variable and default."""
+    group = parser.add_argument_group(f"{model.__name__} (flags override environment variables)")
+    for name, field in model.model_fields.items():
+        env = ENV_PREFIX + name.upper()
+        default = field.default if field.default_factory is None else field.default_factory()
+        shown = "" if default is None else f" (default: {default})"
+        help_text = f"{field.description or name}{shown} [env: {env}]"
+        if get_origin(field.annotation) is list:
+            group.add_argument(
+                _flag(name), dest=name, default=None, action="append", metavar=name.upper(),
+                help=help_text + " (repeatable)",
+            )
+        elif _is_bool(field.annotation):
+            group.add_argument(
+                _flag(name), dest=name, default=None, action=argparse.BooleanOptionalAction, help=help_text
+            )
+        else:
+            group.add_argument(_flag(name), dest=name, default=None, metavar=name.upper(), help=help_text)
+
+
+def settings_from_args(model: type[S], args: argparse.Namespace) -> S:
+    """Build settings from flags given on the command line over the environment.
+
+    Exits with status 2 and a message naming each bad flag and variable when validation fails.
+    """
+    given = {name: getattr(args, name) for name in model.model_fields if getattr(args, name, None) is not None}
+    try:
+        return model(**given)
+    except ValidationError as exc:
+        lines = [f"tsdemo: invalid settings for {model.__name__}:"]
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            lines.append(
+                f"  {_flag(field)} / {ENV_PREFIX}{field.upper()}: {err['msg']} (got {err.get('input')!r})"
+            )
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def default_state_dir() -> Path:
+    return Path(".tsdemo")
+
+
+def add_service_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    model: type[S],
+    run: Any,
+    description: str | None = None,
+) -> argparse.ArgumentParser:
+    """Registers ``tsdemo <name>`` whose flags are ``model``'s fields; ``run(settings)`` does the work."""
+    parser = subparsers.add_parser(
+        name,
+        help=help_text,
+        description=description or help_text,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_settings_arguments(parser, model)
+    parser.set_defaults(func=lambda args: run(settings_from_args(model, args)))
+    return parser

@@ -1,0 +1,50 @@
+"""The ledger's bookkeeping and verify's comparison, without servers."""
+
+from deploy.verify import _cutoff, compare
+from generators.ledger import BUCKET_MS, Ledger, read_ledger
+
+
+def reading(dev: str, seq: int, ts: int, metrics=("a", "b")) -> dict:
+    return {"device_id": dev, "site": "s1", "type": "t", "ts": ts, "seq": seq, "boot": 2,
+            "metrics": {m: 1.0 for m in metrics}}
+
+
+def test_ledger_round_trips_and_reloads(tmp_path):
+    path = tmp_path / "ledger.json"
+    ledger = Ledger(path)
+    ledger.record([reading("d1", 0, 1_000), reading("d1", 1, BUCKET_MS + 5), reading("d2", 0, 10)])
+    ledger.complete = True
+    ledger.flush()
+    header, entries = read_ledger(path)
+    assert header["published"] == 3 and header["complete"] is True
+    counts = {(e.device_id, e.metric): e.count() for e in entries}
+    assert counts == {("d1", "a"): 2, ("d1", "b"): 2, ("d2", "a"): 1, ("d2", "b"): 1}
+    d1a = next(e for e in entries if e.device_id == "d1" and e.metric == "a")
+    assert d1a.count(until_ms=BUCKET_MS) == 1  # only the first minute has settled
+    again = Ledger(path)
+    assert again.previous_boot("d1") == 2 and again.previous_boot("nope") is None
+    again.record([reading("d1", 0, 2_000)])
+    assert again.published == 4
+
+
+def test_compare_reports_lost_and_double_counted():
+    ledger = Ledger(None)
+    ledger.record([reading("d1", i, 1_000 + i) for i in range(5)] + [reading("d2", 0, 1_000)])
+    snapshot = ledger.snapshot()
+    from generators.ledger import LedgerEntry
+
+    entries = [
+        LedgerEntry(d, v["site"], v["type"], m, {int(b): n for b, n in bk.items()})
+        for d, v in snapshot["devices"].items() for m, bk in v["metrics"].items()
+    ]
+    exact = compare(entries, {("d1", "a"): 5, ("d1", "b"): 5, ("d2", "a"): 1, ("d2", "b"): 1}, None)
+    assert exact.ok and exact.expected == 12
+    off = compare(entries, {("d1", "a"): 4, ("d1", "b"): 7, ("d2", "a"): 1, ("x", "a"): 3}, None)
+    assert (off.lost, off.double_counted) == (1 + 1, 2)
+    assert off.unknown_series == ["x/a"] and not off.ok
+
+
+def test_cutoff_is_none_once_every_generator_finished():
+    assert _cutoff([{"complete": True, "updated_ms": 5}], 90) is None
+    cut = _cutoff([{"complete": False, "updated_ms": 10 * BUCKET_MS + 123}], 30)
+    assert cut == 9 * BUCKET_MS

@@ -1,0 +1,95 @@
+"""The job's pure transformations on small in-memory frames (a local Spark session, no Kafka)."""
+
+import json
+import time
+
+import pytest
+
+pyspark = pytest.importorskip("pyspark")
+
+from processing import transforms as T  # noqa: E402
+
+NOW_MS = int(time.time() * 1000)
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[1]").appName("tsdemo-unit")
+        .config("spark.sql.shuffle.partitions", "1").config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC").getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+def frame(spark, payloads):
+    rows = [(p if isinstance(p, bytes) else p.encode(), 0, i) for i, p in enumerate(payloads)]
+    return spark.createDataFrame(rows, "value binary, partition int, offset long")
+
+
+def reading(dev="d1", seq=0, ts=NOW_MS, **extra):
+    body = {"device_id": dev, "site": "s1", "type": "environment", "ts": ts, "seq": seq,
+            "metrics": {"temperature": 20.0 + (seq if isinstance(seq, int) else 0), "humidity": 40.0}}
+    body.update(extra)
+    return body
+
+
+def classified(spark, payloads):
+    return T.classify(T.parse_readings(frame(spark, payloads)), max_metrics=4, max_future_ms=86_400_000)
+
+
+def test_both_payload_forms_parse(spark):
+    df = classified(spark, [json.dumps(reading(seq=0)), json.dumps([reading(seq=1), reading(seq=2)])])
+    rows = df.orderBy("seq").collect()
+    assert [r["seq"] for r in rows] == [0, 1, 2]
+    assert all(r["reason"] is None for r in rows)
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        ("not json", "malformed JSON or not a reading object"),
+        (json.dumps(reading(seq=-1)), "negative seq"),
+        (json.dumps({k: v for k, v in reading().items() if k != "device_id"}), "missing or invalid device_id"),
+        (json.dumps(reading(ts=5)), "ts before 2000-01-01"),
+        (json.dumps(reading(ts=NOW_MS + 10 * 86_400_000)), "ts too far in the future"),
+        ('{"device_id":"d","site":"s","type":"t","ts":' + str(NOW_MS) + ',"seq":0,"metrics":{"x":NaN}}',
+         "non-finite or non-numeric metric value"),
+        (json.dumps(reading(metrics={f"m{i}": 1.0 for i in range(5)})), "more than 4 metrics"),
+        (json.dumps(reading(metrics={})), "missing or empty metrics"),
+        (json.dumps(reading(seq="seven")), "missing or non-integer seq"),
+    ],
+)
+def test_invalid_readings_get_a_reason(spark, payload, reason):
+    rows = classified(spark, [payload]).collect()
+    assert [r["reason"] for r in rows] == [reason]
+
+
+def test_good_readings_beside_bad_ones_are_kept(spark):
+    payload = json.dumps([reading(seq=0), reading(seq=-5), reading(seq=1)])
+    df = classified(spark, [payload])
+    assert sorted(r["seq"] for r in T.valid_readings(df).collect()) == [0, 1]
+    dlq = T.dlq_records(df).collect()
+    assert len(dlq) == 1
+    assert dlq[0]["value"] == payload.encode()
+    headers = {h["key"]: h["value"].decode() for h in dlq[0]["headers"]}
+    assert headers["reason"] == "negative seq" and headers["reading_index"] == "1"
+
+
+def test_duplicates_are_dropped_and_windows_are_exact(spark):
+    base = NOW_MS - NOW_MS % 10_000
+    payloads = [json.dumps(reading(seq=i, ts=base + i * 1000)) for i in range(12)]
+    payloads += payloads[3:6]  # at-least-once delivery repeats some
+    payloads.reverse()  # and out of order
+    valid = T.valid_readings(classified(spark, payloads))
+    windows = T.device_windows(T.explode_metrics(T.deduplicate(valid, "1 minute")), "10 seconds")
+    rows = {(r["window_start_ms"], r["metric"]): r for r in windows.collect()}
+    first = rows[(base, "temperature")]
+    assert first["count"] == 10
+    assert first["mean"] == pytest.approx(sum(20.0 + i for i in range(10)) / 10)
+    assert (first["min"], first["max"], first["first"], first["last"]) == (20.0, 29.0, 20.0, 29.0)
+    assert rows[(base + 10_000, "temperature")]["count"] == 2
+    assert rows[(base + 10_000, "humidity")]["sum"] == 80.0
