@@ -49,6 +49,12 @@ def build_session(settings: ProcessingSettings) -> Any:
         # Stopping a query interrupts its thread; without this Spark logs an error for it.
         .config("spark.sql.streaming.stopActiveRunOnRestart", "true")
     )
+    if not os.environ.get("PYSPARK_PYTHON"):
+        import sys
+
+        # Python workers default to "python3" on PATH, which need not be the interpreter with pandas
+        # and pyarrow; on a cluster the executors' image must hold the same path (ours do).
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
@@ -79,6 +85,8 @@ def pipeline_point(progress: Any) -> dict[str, Any]:
         "late_rows": int(late),
         "output_rows": int(progress.sink.numOutputRows if progress.sink else 0),
     }
+    if progress.name == "dlq":  # what the DLQ query writes is exactly the invalid readings
+        fields["invalid_rows"] = fields["output_rows"]
     watermark = (progress.eventTime or {}).get("watermark")
     if watermark:
         from datetime import datetime
@@ -97,8 +105,9 @@ def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
     from pyspark.sql.streaming import StreamingQueryListener
 
     from processing import transforms as T
+    from processing.anomaly import DetectorConfig
     from processing.settings import duration_ms
-    from processing.sink import WindowSink
+    from processing.sink import AnomalySink, WindowSink
     from servicekit.service import serve_health
     from storage.queries import InfluxQuery
     from storage.writer import InfluxWriter
@@ -132,15 +141,25 @@ def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
     raw = kafka_source(spark, settings)
     classified = T.classify(T.parse_readings(raw), settings.max_metrics, settings.max_future_s * 1000)
     ckpt = settings.checkpoint_dir
-    windows = T.device_windows(
-        T.explode_metrics(T.deduplicate(T.valid_readings(classified), settings.watermark)), settings.window
-    )
+    samples = T.explode_metrics(T.deduplicate(T.valid_readings(classified), settings.watermark))
+    windows = T.device_windows(samples, settings.window)
+    detector = DetectorConfig(z_threshold=settings.anomaly_z, warmup=settings.anomaly_warmup,
+                              stuck_run=settings.anomaly_stuck_run)
     sink = WindowSink(writer, InfluxQuery(settings), duration_ms(settings.window))
     windows_q = (
         windows.writeStream.queryName("windows")
         .outputMode("update")
         .foreachBatch(sink)
         .option("checkpointLocation", str(ckpt / "windows"))
+        .trigger(processingTime=settings.trigger)
+        .start()
+    )
+    anomalies_q = (
+        T.detect_anomalies(samples, settings.watermark, detector)
+        .writeStream.queryName("anomalies")
+        .outputMode("update")
+        .foreachBatch(AnomalySink(writer))
+        .option("checkpointLocation", str(ckpt / "anomalies"))
         .trigger(processingTime=settings.trigger)
         .start()
     )
@@ -154,7 +173,7 @@ def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
         .trigger(processingTime=settings.trigger)
         .start()
     )
-    queries = [windows_q, dlq_q]
+    queries = [windows_q, anomalies_q, dlq_q]
 
     def health() -> tuple[bool, dict]:
         active = {q.name: q.isActive for q in queries}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from servicekit.contract import KAFKA_DLQ_TOPIC, KAFKA_TOPIC
 from storage.settings import InfluxSettings
@@ -24,7 +24,13 @@ class ProcessingSettings(InfluxSettings):
     watermark: str = Field("30 seconds", description="how late a reading may be and still be counted")
     trigger: str = Field("2 seconds", description="micro-batch trigger interval")
     max_metrics: int = Field(32, ge=1, description="readings with more metrics than this are invalid")
-    max_future_s: int = Field(86_400, ge=0, description="readings stamped further ahead than this are invalid")
+    max_future_s: int = Field(
+        10, ge=0, description="readings stamped further ahead of their Kafka receive time than this are invalid "
+        "(must stay below the watermark, or one fast clock would make everyone else's readings late)"
+    )
+    anomaly_z: float = Field(5.0, gt=0, description="EWMA z-score above which a reading is an anomaly")
+    anomaly_warmup: int = Field(30, ge=1, description="readings a series needs before the z-score detector fires")
+    anomaly_stuck_run: int = Field(8, ge=2, description="equal values in a row that make a stuck sensor")
     checkpoint_dir: Path = Field(Path(".tsdemo/checkpoints/processing"), description="checkpoint directory "
                                  "(a shared filesystem such as HDFS or ABFS on a cluster)")
     ivy_dir: Path | None = Field(None, description="Ivy cache for Spark's Kafka connector (default: "
@@ -41,6 +47,14 @@ class ProcessingSettings(InfluxSettings):
         if len(parts) != 2 or not parts[0].isdigit() or parts[1].rstrip("s") not in _DURATION_UNITS:
             raise ValueError(f"expected a duration like '10 seconds', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _future_below_watermark(self) -> ProcessingSettings:
+        if self.max_future_s * 1000 >= duration_ms(self.watermark):
+            raise ValueError(
+                f"max_future_s ({self.max_future_s}s) must be below the watermark ({self.watermark})"
+            )
+        return self
 
     def window_ms(self) -> int:
         return duration_ms(self.window)

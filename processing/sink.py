@@ -15,6 +15,7 @@ from typing import Any
 
 from servicekit.contract import DEVICE_WINDOW, SITE_WINDOW
 from storage.queries import InfluxQuery
+from storage.schema import ANOMALY, DEVICE_STATUS
 from storage.writer import InfluxWriter
 
 log = logging.getLogger("processing.sink")
@@ -36,6 +37,37 @@ def device_points(rows: Iterable[Any]) -> list[dict[str, Any]]:
             }
         )
     return points
+
+
+def device_status_points(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """Per device and window: newest position, battery and event time (for maps and battery panels)."""
+    newest: dict[tuple[str, int], Any] = {}
+    for row in rows:
+        key = (row["device_id"], int(row["window_start_ms"]))
+        if key not in newest or row["last_seen_ms"] > newest[key]["last_seen_ms"]:
+            newest[key] = row
+    points = []
+    for (device_id, start), row in newest.items():
+        fields = {k: row[k] for k in ("lat", "lon", "battery") if row[k] is not None and not _bad_float(row[k])}
+        fields["last_seen_ms"] = float(row["last_seen_ms"])
+        points.append({"measurement": DEVICE_STATUS,
+                       "tags": {"site": row["site"], "type": row["type"], "device_id": device_id},
+                       "fields": fields, "time": start})
+    return points
+
+
+def anomaly_points(rows: Iterable[Any]) -> list[dict[str, Any]]:
+    """One point per anomalous reading, at the reading's event time, so a replay overwrites it."""
+    return [
+        {
+            "measurement": ANOMALY,
+            "tags": {"site": r["site"], "device_id": r["device_id"], "type": r["type"], "metric": r["metric"],
+                     "detector": r["detector"]},
+            "fields": {"value": r["value"], "score": r["score"], "seq": float(r["seq"]), "boot": float(r["boot"])},
+            "time": int(r["ts"]),
+        }
+        for r in rows
+    ]
 
 
 def _bad_float(value: Any) -> bool:
@@ -81,8 +113,20 @@ class WindowSink:
         rows = batch_df.collect()
         if not rows:
             return
-        written = self.writer.write(device_points(rows))
+        written = self.writer.write(device_points(rows) + device_status_points(rows))
         starts = [int(r["window_start_ms"]) for r in rows]
         site_rows = self.query.query(site_window_query(min(starts), max(starts), self.window_ms))
         written += self.writer.write(site_points(site_rows))
         log.info("batch written", extra={"fields": {"batch": batch_id, "device_rows": len(rows), "points": written}})
+
+
+class AnomalySink:
+    """The foreachBatch function of the anomalies query."""
+
+    def __init__(self, writer: InfluxWriter) -> None:
+        self.writer = writer
+
+    def __call__(self, batch_df: Any, batch_id: int) -> None:
+        rows = batch_df.collect()
+        if rows:
+            self.writer.write(anomaly_points(rows))

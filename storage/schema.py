@@ -7,6 +7,8 @@ from __future__ import annotations
 from servicekit.contract import DEVICE_WINDOW, SITE_WINDOW
 
 ANOMALY = "anomaly"
+# Per device and window: newest lat, lon, battery and last_seen_ms (maps and battery panels).
+DEVICE_STATUS = "device_status"
 
 RAW_RP = "raw"  # the database's default policy: every measurement processing writes lands here
 ROLLUP_1M_RP = "rollup_1m"

@@ -82,7 +82,7 @@ def _status(settings: StackSettings, as_json: bool) -> int:
 
 
 # -- progress --------------------------------------------------------------------------------------
-def _metric(url: str, name: str) -> float | None:
+def _metric(url: str, name: str, labels: dict[str, str] | None = None) -> float | None:
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
@@ -93,7 +93,7 @@ def _metric(url: str, name: str) -> float | None:
     total = None
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name == name:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
                 total = (total or 0.0) + sample.value
     return total
 
@@ -138,7 +138,7 @@ class Progress:
             self.last[name] = value
             parts.append(f"{name} {rate:,.0f}/s ({value:,.0f})")
         spark = _metric(self.stack.services["processing"].health_url.rsplit("/", 1)[0] + "/metrics",
-                        "tsdemo_processing_input_rows_per_second")
+                        "tsdemo_processing_input_rows_per_second", {"query": "windows"})
         parts.append(f"spark in {spark:,.0f} msgs/s" if spark is not None else "spark -")
         self.last_t = now
         return " | ".join(parts)

@@ -26,8 +26,11 @@ def spark():
 
 
 def frame(spark, payloads):
-    rows = [(p if isinstance(p, bytes) else p.encode(), 0, i) for i, p in enumerate(payloads)]
-    return spark.createDataFrame(rows, "value binary, partition int, offset long")
+    from datetime import datetime, timezone
+
+    received = datetime.fromtimestamp(NOW_MS / 1000, tz=timezone.utc)
+    rows = [(p if isinstance(p, bytes) else p.encode(), 0, i, received) for i, p in enumerate(payloads)]
+    return spark.createDataFrame(rows, "value binary, partition int, offset long, timestamp timestamp")
 
 
 def reading(dev="d1", seq=0, ts=NOW_MS, **extra):
@@ -38,7 +41,7 @@ def reading(dev="d1", seq=0, ts=NOW_MS, **extra):
 
 
 def classified(spark, payloads):
-    return T.classify(T.parse_readings(frame(spark, payloads)), max_metrics=4, max_future_ms=86_400_000)
+    return T.classify(T.parse_readings(frame(spark, payloads)), max_metrics=4, max_future_ms=10_000)
 
 
 def test_both_payload_forms_parse(spark):
@@ -55,7 +58,7 @@ def test_both_payload_forms_parse(spark):
         (json.dumps(reading(seq=-1)), "negative seq"),
         (json.dumps({k: v for k, v in reading().items() if k != "device_id"}), "missing or invalid device_id"),
         (json.dumps(reading(ts=5)), "ts before 2000-01-01"),
-        (json.dumps(reading(ts=NOW_MS + 10 * 86_400_000)), "ts too far in the future"),
+        (json.dumps(reading(ts=NOW_MS + 11_000)), "ts too far in the future"),
         ('{"device_id":"d","site":"s","type":"t","ts":' + str(NOW_MS) + ',"seq":0,"metrics":{"x":NaN}}',
          "non-finite or non-numeric metric value"),
         (json.dumps(reading(metrics={f"m{i}": 1.0 for i in range(5)})), "more than 4 metrics"),
