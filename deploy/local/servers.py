@@ -132,6 +132,10 @@ class ManagedServer(ABC):
     def _ports(self) -> list[int]:
         return [self.port]
 
+    def _env(self) -> dict[str, str] | None:
+        """The child's environment; None inherits ours."""
+        return None
+
     @property
     def console_log(self) -> Path:
         """The server's stdout and stderr, appended to across restarts."""
@@ -171,6 +175,7 @@ class ManagedServer(ABC):
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=self._env(),
             )
         log.info("%s started (pid %s) on %s", self.name, self._proc.pid, self.endpoint)
 

@@ -89,7 +89,13 @@ class Pipeline:
 
 
 @pytest.fixture(scope="module")
-def pipeline(kafka, influxdb, tmp_path_factory) -> Iterator[Pipeline]:
+def pipeline_extra_env() -> dict[str, str]:
+    """Extra TSDEMO_* settings for the module's pipeline; a test module overrides this fixture."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def pipeline(kafka, influxdb, tmp_path_factory, pipeline_extra_env) -> Iterator[Pipeline]:
     """Processing and the bridge running; storage initialised; topics created. Each test module gets
     its own Mosquitto, InfluxDB database and Kafka topics so modules do not see each other's readings."""
     workdir = tmp_path_factory.mktemp("pipeline")
@@ -104,6 +110,7 @@ def pipeline(kafka, influxdb, tmp_path_factory) -> Iterator[Pipeline]:
         "TSDEMO_INFLUX_DATABASE": f"iot_{tag}",
         "TSDEMO_CHECKPOINT_DIR": str(workdir / "checkpoints"),
         "TSDEMO_SHUFFLE_PARTITIONS": "2", "TSDEMO_TRIGGER": "1 second", "TSDEMO_SPARK_MASTER": "local[2]",
+        **pipeline_extra_env,
     }
     p = Pipeline(env, workdir, mosquitto)
     try:
