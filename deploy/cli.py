@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate_cli.add_parser(sub)
     ingest_cli.add_parser(sub)
     process_cli.add_parser(sub)
+    process_cli.add_score_parser(sub)
     storage_cli.add_parser(sub)
     verify.add_parser(sub)
     return parser
