@@ -51,7 +51,8 @@ def parse_readings(raw: DataFrame) -> DataFrame:
         "value", "partition", "offset", F.col("timestamp").alias("kafka_ts"), parsed.alias("readings")
     )
     exploded = with_readings.select(
-        "value", "partition", "offset", "kafka_ts", F.posexplode_outer("readings").alias("idx", "r")
+        "value", "partition", "offset", "kafka_ts", (F.size("readings") == 0).alias("_empty"),
+        F.posexplode_outer("readings").alias("idx", "r"),
     )
     # Spark's permissive parser turns text that is not a reading into a row of nulls, not a null.
     all_null = F.col("r").isNull() | F.coalesce(
@@ -59,7 +60,10 @@ def parse_readings(raw: DataFrame) -> DataFrame:
         F.col("r.metrics").cast("string"),
     ).isNull()
     return exploded.select(
-        "value", "partition", "offset", "kafka_ts", "idx", "r.*", all_null.alias("_missing")
+        "value", "partition", "offset", "kafka_ts", "idx", "r.*", all_null.alias("_missing"),
+        # Spark keeps a string's raw bytes, so bad UTF-8 is still detectable here.
+        (~F.is_valid_utf8(F.col("value").cast("string"))).alias("_bad_utf8"),
+        "_empty",
     )
 
 
@@ -72,6 +76,8 @@ def _invalid_reason(max_metrics: int, max_future_ms: int) -> Column:
     # classify exactly as it did the first time.
     now_ms = F.unix_millis(F.col("kafka_ts"))
     checks = [
+        (F.col("_bad_utf8"), "payload is not valid UTF-8"),
+        (F.col("_empty"), "empty batch"),
         (F.col("_missing"), "malformed JSON or not a reading object"),
         (F.col("device_id").isNull() | (F.length("device_id") == 0), "missing or invalid device_id"),
         (F.col("site").isNull() | (F.length("site") == 0), "missing or invalid site"),

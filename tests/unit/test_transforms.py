@@ -26,9 +26,9 @@ def spark():
 
 
 def frame(spark, payloads):
-    from datetime import datetime, timezone
+    from datetime import UTC, datetime
 
-    received = datetime.fromtimestamp(NOW_MS / 1000, tz=timezone.utc)
+    received = datetime.fromtimestamp(NOW_MS / 1000, tz=UTC)
     rows = [(p if isinstance(p, bytes) else p.encode(), 0, i, received) for i, p in enumerate(payloads)]
     return spark.createDataFrame(rows, "value binary, partition int, offset long, timestamp timestamp")
 
@@ -55,6 +55,9 @@ def test_both_payload_forms_parse(spark):
     "payload, reason",
     [
         ("not json", "malformed JSON or not a reading object"),
+        (b'{"device_id":"d\xff","site":"s","type":"t","ts":1,"seq":0,"metrics":{"x":1}}', "payload is not valid UTF-8"),
+        ("[]", "empty batch"),
+        ("[" * 3000 + "]" * 3000, "malformed JSON or not a reading object"),
         (json.dumps(reading(seq=-1)), "negative seq"),
         (json.dumps({k: v for k, v in reading().items() if k != "device_id"}), "missing or invalid device_id"),
         (json.dumps(reading(ts=5)), "ts before 2000-01-01"),
