@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := mosquitto mosquitto-clients influxdb kcat
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages python-env artifacts demo test test-unit lint clean
+.PHONY: setup system-packages python-env artifacts demo test test-faults test-unit lint clean
 
 setup: system-packages python-env artifacts
 
@@ -37,6 +37,10 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The long fault-injection suite: pauses, a TCP proxy with latency, drops and resets (about 15 min).
+test-faults: setup
+	$(BIN)/python -m pytest -m faults
 
 test-unit: python-env
 	$(BIN)/python -m pytest -m "not integration and not e2e"

@@ -9,6 +9,7 @@ from servicekit.settings import ENV_PREFIX
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dashboards import cli as dashboards_cli
     from deploy import verify
     from deploy.local import commands as local_commands
     from generators import cli as generate_cli
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     process_cli.add_parser(sub)
     process_cli.add_score_parser(sub)
     storage_cli.add_parser(sub)
+    dashboards_cli.add_parser(sub)
     verify.add_parser(sub)
     return parser
 

@@ -1,0 +1,1 @@
+"""Grafana dashboards, alert rules and provisioning as code (see dashboards/README.md)."""

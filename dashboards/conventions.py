@@ -1,0 +1,78 @@
+"""What the dashboards share: their folder, uids, tags, default time range and refresh, and the small
+helpers that give every target, variable and table the same datasource and look.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from grafana_foundation_sdk.builders.dashboard import Dashboard, QueryVariable
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import (
+    DataTransformerConfig,
+    VariableHide,
+    VariableRefresh,
+    VariableSort,
+)
+
+from dashboards import datasource
+from dashboards.influxql import InfluxQL
+
+FOLDER_UID = "tsdemo"
+FOLDER_TITLE = "tsdemo"
+TAGS = ["tsdemo", "generated"]
+
+FLEET_UID = "tsdemo-fleet"
+DEVICE_UID = "tsdemo-device"
+PIPELINE_UID = "tsdemo-pipeline"
+
+# Tag values in the schema are slugs and ids (berlin-00, dev-0007, pm2_5): no regex metacharacters,
+# so the escaping differences between Grafana versions cannot change what a filter matches.
+ALL_VALUE = ".*"
+
+
+def json_data(value: Any) -> Any:
+    """Plain JSON data (dicts, lists, str, numbers) from SDK objects, as Grafana would receive them."""
+    return json.loads(JSONEncoder(sort_keys=True).encode(value))
+
+
+def new_dashboard(title: str, uid: str, description: str) -> Dashboard:
+    return (
+        Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(TAGS)
+        .time("now-1h", "now")
+        .refresh("30s")
+        .timezone("browser")
+        .readonly()
+        .annotations([])  # Grafana expects annotations.list and templating.list, even empty
+        .variables([])
+    )
+
+
+def target(query: str, ref_id: str = "A") -> InfluxQL:
+    """A raw InfluxQL target on the tsdemo datasource."""
+    return InfluxQL(query).ref_id(ref_id).datasource(datasource.ref())
+
+
+def tag_variable(name: str, label: str, query: str, *, multi: bool = False) -> QueryVariable:
+    """A variable listing a tag's values; ``multi`` adds "All" (as ``.*``) and multi-selection."""
+    variable = (
+        QueryVariable(name)
+        .label(label)
+        .datasource(datasource.ref())
+        .query(query)
+        .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(VariableSort.ALPHABETICAL_ASC)
+        .hide(VariableHide.DONT_HIDE)
+    )
+    if multi:
+        variable = variable.multi(True).include_all(True).all_value(ALL_VALUE)
+    return variable
+
+
+def hide_time_column() -> DataTransformerConfig:
+    """Tables of per-series totals carry a meaningless Time column (the range start); hide it."""
+    return DataTransformerConfig(id_val="organize", options={"excludeByName": {"Time": True}})

@@ -1,0 +1,207 @@
+"""Fleet overview: readings/s, devices reporting, per-site averages, a map of the devices coloured by a
+chosen metric, each device's totals, and the latest anomalies.
+
+The map reads lat/lon from ``device_status`` (written by processing per device and window) and the
+metric from ``device_window``; Grafana joins the two tables on ``device_id``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from grafana_foundation_sdk.builders import common as common_b
+from grafana_foundation_sdk.builders import dashboard as dash_b
+from grafana_foundation_sdk.builders import geomap, stat, table, timeseries
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import geomap as geomap_m
+from grafana_foundation_sdk.models.dashboard import DataTransformerConfig, FieldColorModeId
+
+from dashboards import datasource
+from dashboards.conventions import FLEET_UID, hide_time_column, new_dashboard, tag_variable, target
+from dashboards.measures import DEVICE_STATUS, latest_anomalies, readings_per_bucket, regex_filter
+from servicekit.contract import DEVICE_WINDOW, SITE_WINDOW
+
+SITE = regex_filter("site", "site")
+METRIC = regex_filter("metric", "metric")
+
+READINGS_PER_SECOND = readings_per_bucket(SITE, per_second=True)
+DEVICES_REPORTING = (
+    'SELECT count("n") AS "devices" FROM (SELECT last("count") AS "n" FROM "device_window" '
+    f'WHERE $timeFilter AND {SITE} GROUP BY "device_id") WHERE $timeFilter'
+)
+SITE_AVERAGES = (
+    'SELECT sum("sum") / sum("count") AS "mean", min("min") AS "min", max("max") AS "max", '
+    f'sum("count") AS "readings" FROM "{SITE_WINDOW}" WHERE $timeFilter AND {SITE} GROUP BY "site", "metric"'
+)
+# The mean over a bucket is recomputed from sums, never averaged from window means (storage/README.md).
+SITE_METRIC_MEAN = (
+    f'SELECT sum("sum") / sum("count") AS "mean" FROM "{SITE_WINDOW}" WHERE $timeFilter AND {SITE} '
+    f'AND {METRIC} GROUP BY time($__interval), "site" fill(none)'
+)
+DEVICE_TOTALS = (
+    'SELECT sum("count") AS "readings", sum("sum") / sum("count") AS "mean", min("min") AS "min", '
+    f'max("max") AS "max" FROM "{DEVICE_WINDOW}" WHERE $timeFilter AND {SITE} AND {METRIC} '
+    'GROUP BY "site", "device_id"'
+)
+MAP_LOCATIONS = (
+    'SELECT last("lat") AS "lat", last("lon") AS "lon", last("battery") AS "battery" '
+    f'FROM "{DEVICE_STATUS}" WHERE $timeFilter AND {SITE} GROUP BY "device_id"'
+)
+MAP_VALUES = (
+    f'SELECT last("mean") AS "value" FROM "{DEVICE_WINDOW}" WHERE $timeFilter AND {SITE} AND {METRIC} '
+    'GROUP BY "device_id"'
+)
+ANOMALIES = latest_anomalies(SITE)
+
+
+def _readings_panel() -> timeseries.Panel:
+    return (
+        timeseries.Panel()
+        .id(1)
+        .title("Readings/s")
+        .description("Readings stored per second, by event time (a reading counts once, whatever its metrics).")
+        .datasource(datasource.ref())
+        .with_target(target(READINGS_PER_SECOND))
+        .unit("short")
+        .min(0)
+        .fill_opacity(15)
+        .legend(common_b.VizLegendOptions().show_legend(True).display_mode(common.LegendDisplayMode.LIST)
+                .placement(common.LegendPlacement.BOTTOM))
+        .span(12)
+        .height(8)
+    )
+
+
+def _devices_panel() -> stat.Panel:
+    return (
+        stat.Panel()
+        .id(2)
+        .title("Devices reporting")
+        .description("Devices with at least one stored window in the time range.")
+        .datasource(datasource.ref())
+        .with_target(target(DEVICES_REPORTING))
+        .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .unit("none")
+        .span(4)
+        .height(8)
+    )
+
+
+def _anomalies_panel() -> table.Panel:
+    return (
+        table.Panel()
+        .id(3)
+        .title("Latest anomalies")
+        .datasource(datasource.ref())
+        .with_target(target(ANOMALIES).table())
+        .show_header(True)
+        .span(8)
+        .height(8)
+    )
+
+
+def _site_averages_panel() -> table.Panel:
+    return (
+        table.Panel()
+        .id(4)
+        .title("Per-site metric averages")
+        .description("Per site and metric over the time range: the mean weighted by readings, min, max, readings.")
+        .datasource(datasource.ref())
+        .with_target(target(SITE_AVERAGES).table())
+        .with_transformation(hide_time_column())
+        .show_header(True)
+        .decimals(2)
+        .span(12)
+        .height(10)
+    )
+
+
+def _site_metric_panel() -> timeseries.Panel:
+    return (
+        timeseries.Panel()
+        .id(5)
+        .title("Average $metric per site")
+        .datasource(datasource.ref())
+        .with_target(target(SITE_METRIC_MEAN).alias("$tag_site"))
+        .line_width(1)
+        .legend(common_b.VizLegendOptions().show_legend(True).display_mode(common.LegendDisplayMode.LIST)
+                .placement(common.LegendPlacement.BOTTOM))
+        .span(12)
+        .height(10)
+    )
+
+
+def _map_layer() -> common_b.MapLayerOptions:
+    marker_style: dict[str, Any] = {
+        "color": {"field": "value", "fixed": "dark-green"},
+        "opacity": 0.8,
+        "size": {"fixed": 7, "min": 4, "max": 12},
+        "symbol": {"fixed": "img/icons/marker/circle.svg", "mode": "fixed"},
+    }
+    return (
+        common_b.MapLayerOptions()
+        .type("markers")
+        .name("Devices")
+        .location(common_b.FrameGeometrySource().mode(common.FrameGeometrySourceMode.COORDS)
+                  .latitude("lat").longitude("lon"))
+        .config({"showLegend": True, "style": marker_style})
+        .tooltip(True)
+    )
+
+
+def _map_panel() -> geomap.Panel:
+    join = DataTransformerConfig(id_val="joinByField", options={"byField": "device_id", "mode": "outer"})
+    return (
+        geomap.Panel()
+        .id(6)
+        .title("Devices by location, coloured by $metric")
+        .description("Position and battery from device_status; colour: the device's latest window mean of $metric.")
+        .datasource(datasource.ref())
+        .with_target(target(MAP_LOCATIONS, "A").table())
+        .with_target(target(MAP_VALUES, "B").table())
+        .with_transformation(join)
+        .view(geomap.MapViewConfig().id("fit").all_layers(True))
+        .basemap(common_b.MapLayerOptions().type("default").name("Basemap"))
+        .layers([_map_layer()])
+        .tooltip(geomap.TooltipOptions().mode(geomap_m.TooltipMode.DETAILS))
+        .controls(geomap.ControlsOptions().show_zoom(True).mouse_wheel_zoom(True))
+        .color_scheme(dash_b.FieldColor().mode(FieldColorModeId.CONTINUOUS_GR_YL_RD))
+        .span(12)
+        .height(12)
+    )
+
+
+def _device_totals_panel() -> table.Panel:
+    return (
+        table.Panel()
+        .id(7)
+        .title("Devices: $metric over the time range")
+        .description("Readings, mean (weighted by readings), min and max of $metric per device.")
+        .datasource(datasource.ref())
+        .with_target(target(DEVICE_TOTALS).table())
+        .with_transformation(hide_time_column())
+        .show_header(True)
+        .decimals(2)
+        .span(12)
+        .height(12)
+    )
+
+
+def build() -> dash_b.Dashboard:
+    return (
+        new_dashboard("tsdemo / Fleet overview", FLEET_UID, "The whole fleet: throughput, sites, devices, anomalies.")
+        .with_variable(tag_variable("site", "Site", f'SHOW TAG VALUES FROM "{SITE_WINDOW}" WITH KEY = "site"',
+                                    multi=True))
+        .with_variable(tag_variable("metric", "Metric", f'SHOW TAG VALUES FROM "{SITE_WINDOW}" WITH KEY = "metric"'))
+        .with_row(dash_b.Row("Throughput").id(100))
+        .with_panel(_readings_panel())
+        .with_panel(_devices_panel())
+        .with_panel(_anomalies_panel())
+        .with_row(dash_b.Row("Sites").id(101))
+        .with_panel(_site_averages_panel())
+        .with_panel(_site_metric_panel())
+        .with_row(dash_b.Row("Devices").id(102))
+        .with_panel(_map_panel())
+        .with_panel(_device_totals_panel())
+    )
