@@ -72,6 +72,25 @@ def kafka_source(spark: Any, settings: ProcessingSettings) -> Any:
     return reader.load()
 
 
+def kafka_lag(progress: Any) -> int | None:
+    """Records behind the newest Kafka offsets after this batch, summed over partitions."""
+    import json
+
+    total = None
+    for source in progress.sources or []:
+        try:
+            latest = json.loads(source.latestOffset) if source.latestOffset else None
+            end = json.loads(source.endOffset) if source.endOffset else None
+        except (TypeError, ValueError):
+            continue
+        if not isinstance(latest, dict) or not isinstance(end, dict):
+            continue
+        for topic, partitions in latest.items():
+            for partition, offset in partitions.items():
+                total = (total or 0) + max(0, int(offset) - int(end.get(topic, {}).get(partition, offset)))
+    return total
+
+
 def pipeline_point(progress: Any) -> dict[str, Any]:
     """The ``pipeline`` measurement from one query progress event."""
     late = sum(op.numRowsDroppedByWatermark for op in progress.stateOperators)
@@ -87,6 +106,9 @@ def pipeline_point(progress: Any) -> dict[str, Any]:
     }
     if progress.name == "dlq":  # what the DLQ query writes is exactly the invalid readings
         fields["invalid_rows"] = fields["output_rows"]
+    lag = kafka_lag(progress)
+    if lag is not None:
+        fields["kafka_lag"] = lag
     watermark = (progress.eventTime or {}).get("watermark")
     if watermark:
         from datetime import datetime
@@ -146,53 +168,59 @@ def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
     detector = DetectorConfig(z_threshold=settings.anomaly_z, warmup=settings.anomaly_warmup,
                               stuck_run=settings.anomaly_stuck_run)
     sink = WindowSink(writer, InfluxQuery(settings), duration_ms(settings.window))
-    windows_q = (
-        windows.writeStream.queryName("windows")
-        .outputMode("update")
-        .foreachBatch(sink)
-        .option("checkpointLocation", str(ckpt / "windows"))
-        .trigger(processingTime=settings.trigger)
-        .start()
-    )
-    anomalies_q = (
-        T.detect_anomalies(samples, settings.watermark, detector)
-        .writeStream.queryName("anomalies")
-        .outputMode("update")
-        .foreachBatch(AnomalySink(writer))
-        .option("checkpointLocation", str(ckpt / "anomalies"))
-        .trigger(processingTime=settings.trigger)
-        .start()
-    )
-    dlq_q = (
-        T.dlq_records(classified)
-        .writeStream.queryName("dlq")
-        .format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
-        .option("topic", settings.kafka_dlq_topic)
-        .option("checkpointLocation", str(ckpt / "dlq"))
-        .trigger(processingTime=settings.trigger)
-        .start()
-    )
-    queries = [windows_q, anomalies_q, dlq_q]
+
+    def start(name: str, frame: Any, *, sink_fn: Any = None, kafka_topic: str | None = None) -> Any:
+        writer_ = frame.writeStream.queryName(name).option("checkpointLocation", str(ckpt / name))
+        if sink_fn is not None:
+            writer_ = writer_.outputMode("update").foreachBatch(sink_fn)
+        else:
+            writer_ = (writer_.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+                       .option("topic", kafka_topic))
+        return writer_.trigger(processingTime=settings.trigger).start()
+
+    plans = {
+        "windows": lambda: start("windows", windows, sink_fn=sink),
+        "anomalies": lambda: start("anomalies", T.detect_anomalies(samples, settings.watermark, detector),
+                                   sink_fn=AnomalySink(writer)),
+        "dlq": lambda: start("dlq", T.dlq_records(classified), kafka_topic=settings.kafka_dlq_topic),
+    }
+    queries = {name: plan() for name, plan in plans.items()}
+    restarts = {name: 0 for name in plans}
 
     def health() -> tuple[bool, dict]:
-        active = {q.name: q.isActive for q in queries}
-        return all(active.values()), {"queries": active}
+        active = {name: q.isActive for name, q in queries.items()}
+        return all(active.values()), {"queries": active, "restarts": restarts}
 
     server = serve_health(settings.health_port, health)
     log.info("streaming", extra={"fields": {"master": settings.spark_master, "window": settings.window,
                                               "watermark": settings.watermark, "trigger": settings.trigger}})
     status = 0
-    while not stop.is_set():
-        failed = [q for q in queries if not q.isActive]
-        if failed:
-            for q in failed:
-                log.error("query %s stopped: %s", q.name, q.exception())
+    backoff: dict[str, float] = {}
+    while not stop.wait(1.0):
+        for name, q in list(queries.items()):
+            if q.isActive:
+                continue
+            # A query stops when a dependency is gone too long (Kafka, InfluxDB past the writer's retry
+            # budget). Its checkpoint makes a restart exact, so the service heals itself instead of
+            # exiting; only a query that keeps failing at once makes the process give up.
+            now = time.monotonic()
+            if name not in backoff:
+                log.error("query %s stopped: %s; restarting it from its checkpoint", name, q.exception())
+                restarts[name] += 1
+                backoff[name] = now + min(60.0, 2.0 * 2 ** min(restarts[name], 5))
+            elif now >= backoff.pop(name):
+                try:
+                    queries[name] = plans[name]()
+                except Exception:
+                    log.exception("query %s could not restart", name)
+                    backoff[name] = now + 10.0
+        if max(restarts.values()) > settings.max_query_restarts:
+            log.error("a query failed more than %d times; giving up", settings.max_query_restarts)
             status = 1
             break
-        stop.wait(1.0)
-    for q in queries:
-        q.stop()
+    for q in queries.values():
+        if q.isActive:
+            q.stop()
     spark.stop()
     if server is not None:
         server.shutdown()

@@ -54,7 +54,8 @@ def collect_status(settings: StackSettings) -> dict[str, Any]:
     state = read_state(settings.state_dir.resolve()) or {"components": {}}
     defaults = default_endpoints(settings)
     result: dict[str, Any] = {}
-    for name in COMPONENTS:
+    names = COMPONENTS + (("grafana",) if "grafana" in state["components"] else ())
+    for name in names:
         comp = state["components"].get(name)
         if comp is None:
             result[name] = {"state": "stopped", "endpoint": defaults.get(name, ""), "pid": None}
@@ -104,9 +105,12 @@ class Progress:
     def __init__(self, stack: Any) -> None:
         from storage.queries import InfluxQuery
         from storage.settings import InfluxSettings
+        from storage.writer import InfluxWriter
 
         self.stack = stack
-        self.influx = InfluxQuery(InfluxSettings(influx_url=stack.service_env()["TSDEMO_INFLUX_URL"]))
+        settings = InfluxSettings(influx_url=stack.service_env()["TSDEMO_INFLUX_URL"], influx_retry_max_s=2)
+        self.influx = InfluxQuery(settings)
+        self.writer = InfluxWriter(settings)
         self.last: dict[str, float] = {}
         self.last_t = time.monotonic()
 
@@ -119,11 +123,24 @@ class Progress:
             stored = float(rows[0]["n"]) if rows else 0.0
         except Exception:  # progress is best effort; a hiccup must not stop the stack
             stored = None
-        return {
+        counters = {
             "published": _metric(base["generator"], "tsdemo_generator_readings_acked_total"),
             "bridged msgs": _metric(base["ingest"], "tsdemo_ingest_forwarded_total"),
             "stored samples": stored,
         }
+        self._record_stages(counters, _metric(base["ingest"], "tsdemo_ingest_rejected_total"))
+        return counters
+
+    def _record_stages(self, counters: dict[str, float | None], rejected: float | None) -> None:
+        """The stage counters into measurement ``stage`` (the pipeline dashboard's published-vs-stored)."""
+        now = int(time.time() * 1000)
+        totals = {"published": counters["published"], "bridged": counters["bridged msgs"], "rejected": rejected}
+        points = [{"measurement": "stage", "tags": {"stage": stage}, "fields": {"total": float(total)}, "time": now}
+                  for stage, total in totals.items() if total is not None]
+        try:
+            self.writer.write(points)
+        except Exception:  # progress is best effort; InfluxDB being down must not stop the stack
+            pass
 
     def line(self) -> str:
         now = time.monotonic()

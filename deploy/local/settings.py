@@ -16,6 +16,8 @@ class StackSettings(ServiceSettings):
     kafka_port: int = Field(9092, ge=1, le=65535, description="Kafka broker port")
     kafka_controller_port: int = Field(9093, ge=1, le=65535, description="Kafka KRaft controller port")
     influx_port: int = Field(8086, ge=1, le=65535, description="InfluxDB HTTP port")
+    grafana: bool = Field(True, description="start Grafana with the dashboards when a Grafana server is on PATH")
+    grafana_port: int = Field(3000, ge=1, le=65535, description="Grafana port")
     devices: int = Field(20, ge=1, description="devices in the demo fleet")
     sites: int = Field(3, ge=1, description="sites in the demo fleet")
     rate: float = Field(50.0, gt=0, description="readings per second the demo fleet publishes")

@@ -27,7 +27,7 @@ from servicekit.contract import KAFKA_DLQ_TOPIC, KAFKA_TOPIC
 log = logging.getLogger("deploy.stack")
 
 STATE_FILE = "stack.json"
-SERVER_NAMES = ("mqtt", "kafka", "influxdb")
+SERVER_NAMES = ("mqtt", "kafka", "influxdb", "grafana")
 SERVICE_NAMES = ("processing", "ingest", "generator")
 
 
@@ -96,6 +96,18 @@ class LocalStack:
             "influxdb": InfluxDB(self.state_dir / "influxdb", settings.influx_port, host=host),
         }
         self.services: dict[str, Service] = {}
+        self.grafana_missing: str | None = None
+        if settings.grafana:
+            from dashboards.local import find_grafana, missing_message
+
+            install = find_grafana()
+            if install is None:
+                self.grafana_missing = missing_message(settings.grafana_port)
+            else:
+                from deploy.local.grafana import Grafana
+
+                self.servers["grafana"] = Grafana(install, self.state_dir / "grafana", settings.grafana_port,
+                                                  f"http://{host}:{settings.influx_port}", host=host)
 
     # -- endpoints for our services --------------------------------------------------------------
     def service_env(self) -> dict[str, str]:
@@ -128,6 +140,8 @@ class LocalStack:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, say: Any = print) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.grafana_missing:
+            say(self.grafana_missing)
         for name, server in self.servers.items():
             say(f"starting {name} on {server.endpoint} ...")
             server.start()
@@ -169,8 +183,9 @@ class LocalStack:
                 say(f"stopping {name} ...")
                 self.services[name].stop()
         for name in reversed(SERVER_NAMES):
-            say(f"stopping {name} ...")
-            self.servers[name].stop()
+            if name in self.servers:
+                say(f"stopping {name} ...")
+                self.servers[name].stop()
         self.state_path().unlink(missing_ok=True)
         say("stopped")
 
