@@ -4,6 +4,14 @@ It is the ground truth ``tsdemo verify`` compares with InfluxDB. Counts are buck
 time's minute so that a live stack can be checked up to a settled cutoff, and the file is
 rewritten atomically so a reader never sees half of it. A reading enters the ledger only once the
 broker has acknowledged it (PUBACK at QoS 1): that is the moment the pipeline owns it.
+
+Each reading id (device_id, boot, seq) is counted once however often it was sent. Readings sent
+further behind the stream's newest event time than the late threshold go to the ``late`` section
+instead of the expected counts (the pipeline's watermark may drop them); malformed payloads and
+duplicate copies are only counted in the header. Per-minute buckets older than ``detail_ms``
+behind the newest event time are merged into one bucket per series, keyed by the start of the last
+minute it covers, so the file stays small on long runs while any cutoff from ``merged_before_ms`` on
+still counts exactly. The format is documented in generators/README.md.
 """
 
 from __future__ import annotations
@@ -12,13 +20,17 @@ import json
 import os
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 BUCKET_MS = 60_000
 LEDGER_VERSION = 1
+#: Per-minute detail kept for this long; ``tsdemo verify``'s settle time must stay well below it.
+DETAIL_MS = 5 * 60_000
+#: Merging re-renders every device, so it waits until the horizon has moved this far: a series
+#: holds at most (DETAIL_MS + COMPACT_STEP_MS) / BUCKET_MS + 1 buckets.
+COMPACT_STEP_MS = 5 * 60_000
 
 
 @dataclass(frozen=True)
@@ -35,79 +47,264 @@ class LedgerEntry:
         return sum(n for b, n in self.buckets.items() if until_ms is None or b + BUCKET_MS <= until_ms)
 
 
-class Ledger:
-    """Thread-safe counters, flushed to a JSON file; reloaded on restart so counts and boots carry on."""
+@dataclass(frozen=True)
+class LedgerFile:
+    """A ledger as read back: the header, the expected counts and the late section."""
 
-    def __init__(self, path: Path | None) -> None:
+    header: dict[str, Any]
+    entries: list[LedgerEntry]
+    late: list[LedgerEntry]
+
+
+Buckets = dict[int, int]
+
+
+class _Device:
+    """One device's share of the ledger, with its JSON text cached until it changes.
+
+    Counts are keyed by the tuple of a reading's metric names: a reading counts once for all its
+    metrics, which keeps a device at one small dict of buckets instead of one per metric.
+    """
+
+    __slots__ = ("site", "type", "boot", "counts", "late", "text", "late_text")
+
+    def __init__(self, site: str, dtype: str, boot: int) -> None:
+        self.site = site
+        self.type = dtype
+        self.boot = boot
+        self.counts: dict[tuple[str, ...], Buckets] = {}
+        self.late: dict[tuple[str, ...], Buckets] | None = None
+        self.text = ""
+        self.late_text = ""
+
+    @staticmethod
+    def _per_metric(table: dict[tuple[str, ...], Buckets]) -> dict[str, dict[str, int]]:
+        if len(table) == 1:
+            ((names, buckets),) = table.items()
+            shared = {str(b): n for b, n in buckets.items()}
+            return dict.fromkeys(names, shared)  # one dict, written once per metric
+        out: dict[str, dict[str, int]] = {}
+        for names, buckets in table.items():
+            for metric in names:
+                target = out.setdefault(metric, {})
+                for b, n in buckets.items():
+                    target[str(b)] = target.get(str(b), 0) + n
+        return out
+
+    def render(self, dev_id: str) -> None:
+        key = json.dumps(dev_id)
+        body = {"site": self.site, "type": self.type, "boot": self.boot, "metrics": self._per_metric(self.counts)}
+        self.text = f"{key}:{json.dumps(body, separators=(',', ':'))}"
+        late = self._per_metric(self.late) if self.late else None
+        self.late_text = "" if late is None else f"{key}:{json.dumps(late, separators=(',', ':'))}"
+
+
+def _merge_old(table: dict[tuple[str, ...], Buckets] | None, boundary: int) -> bool:
+    """Folds buckets before ``boundary`` into one keyed by the last minute before it; True if any moved."""
+    changed = False
+    key = boundary - BUCKET_MS
+    for buckets in (table or {}).values():
+        old = [b for b in buckets if b < boundary]
+        if len(old) > 1 or (old and old[0] != key):
+            total = sum(buckets.pop(b) for b in old)
+            buckets[key] = buckets.get(key, 0) + total
+            changed = True
+    return changed
+
+
+class Ledger:
+    """Thread-safe counters, flushed to a JSON file; reloaded on restart so counts and boots carry on.
+
+    The file is assembled from per-device JSON fragments re-rendered only for devices that changed
+    since the last flush, so a large, mostly idle fleet costs little to rewrite.
+    """
+
+    def __init__(self, path: Path | None, *, late_threshold_ms: int | None = None, detail_ms: int = DETAIL_MS):
         self.path = path
+        self.late_threshold_ms = late_threshold_ms
+        self.detail_ms = detail_ms
         self._lock = threading.Lock()
-        self._counts: dict[tuple[str, str], dict[int, int]] = defaultdict(lambda: defaultdict(int))
-        self._devices: dict[str, dict[str, Any]] = {}
+        self._devices: dict[str, _Device] = {}
+        self._dirty: set[str] = set()
+        self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # One int object per bucket start, shared by every device (saves ~30 MB at 100,000 devices).
+        self._buckets: dict[int, int] = {}
+        self._merged_before = 0
+        self._newest_ts = 0
         self.published = 0
+        self.late_published = 0
+        self.malformed_sent = 0
+        self.duplicates_sent = 0
+        self.messages_acked = 0
+        self.unacknowledged = 0
         self.complete = False
         if path is not None and path.exists():
             self._load(path)
+
+    @staticmethod
+    def _table(metrics: dict[str, Any]) -> dict[tuple[str, ...], Buckets]:
+        parsed = {m: {int(b): int(n) for b, n in bk.items()} for m, bk in metrics.items()}
+        groups: dict[tuple[tuple[int, int], ...], list[str]] = {}
+        for m, bk in parsed.items():
+            groups.setdefault(tuple(sorted(bk.items())), []).append(m)
+        # Metrics with identical counts (all of a device's, normally) share one entry again.
+        return {tuple(ms): dict(items) for items, ms in groups.items()}
 
     def _load(self, path: Path) -> None:
         data = json.loads(path.read_text())
         if data.get("version") != LEDGER_VERSION:
             raise ValueError(f"{path}: unsupported ledger version {data.get('version')!r}")
         self.published = int(data["published"])
-        for dev_id, dev in data["devices"].items():
-            self._devices[dev_id] = {"site": dev["site"], "type": dev["type"], "boot": dev.get("boot", 0)}
-            for metric, buckets in dev["metrics"].items():
-                self._counts[(dev_id, metric)].update({int(b): int(n) for b, n in buckets.items()})
+        for name in ("late_published", "malformed_sent", "duplicates_sent", "messages_acked"):
+            setattr(self, name, int(data.get(name, 0)))
+        self._merged_before = int(data.get("merged_before_ms", 0))
+        late = data.get("late", {})
+        for dev_id, d in data["devices"].items():
+            dev = self._devices[dev_id] = _Device(d["site"], d["type"], int(d.get("boot", 0)))
+            dev.counts = self._table(d["metrics"])
+            if dev_id in late:
+                dev.late = self._table(late[dev_id])
+            self._dirty.add(dev_id)
 
     def previous_boot(self, device_id: str) -> int | None:
+        """The highest boot this device sent readings under, or None if the ledger never saw it."""
         dev = self._devices.get(device_id)
-        return None if dev is None else int(dev["boot"])
+        return None if dev is None else dev.boot
 
-    def record(self, readings: list[dict[str, Any]]) -> None:
+    def note_sent(self, readings: list[dict[str, Any]]) -> None:
+        """Remember the boot of readings handed to the broker, acknowledged or not, so that a restart
+        never reuses a (device_id, boot, seq) the pipeline may have seen."""
         with self._lock:
             for r in readings:
-                dev_id = r["device_id"]
-                self._devices[dev_id] = {"site": r["site"], "type": r["type"], "boot": r.get("boot", 0)}
-                bucket = r["ts"] - r["ts"] % BUCKET_MS
-                for metric in r["metrics"]:
-                    self._counts[(dev_id, metric)][bucket] += 1
-            self.published += len(readings)
+                self._note(r)
 
-    def snapshot(self) -> dict[str, Any]:
+    def _note(self, r: dict[str, Any]) -> _Device:
+        dev_id = r["device_id"]
+        dev = self._devices.get(dev_id)
+        boot = r.get("boot", 0)
+        if dev is None:
+            dev = self._devices[dev_id] = _Device(r["site"], r["type"], boot)
+            self._dirty.add(dev_id)
+        elif boot > dev.boot:
+            dev.boot = boot
+            self._dirty.add(dev_id)
+        return dev
+
+    def record(self, readings: list[dict[str, Any]], late: bool = False) -> None:
+        """Count acknowledged readings, each once; ``late`` ones go to the late section."""
         with self._lock:
-            devices: dict[str, Any] = {
-                d: {**meta, "metrics": {}} for d, meta in sorted(self._devices.items())
-            }
-            for (dev_id, metric), buckets in self._counts.items():
-                devices[dev_id]["metrics"][metric] = {str(b): n for b, n in sorted(buckets.items())}
-            return {
+            merged = self._merged_before
+            dirty = self._dirty
+            for r in readings:
+                dev = self._note(r)
+                names = tuple(r["metrics"])
+                names = self._names.setdefault(names, names)
+                ts = r["ts"]
+                if ts > self._newest_ts:
+                    self._newest_ts = ts
+                bucket = ts - ts % BUCKET_MS
+                if bucket < merged:
+                    bucket = merged - BUCKET_MS
+                bucket = self._buckets.setdefault(bucket, bucket)
+                if late:
+                    if dev.late is None:
+                        dev.late = {}
+                    table = dev.late
+                else:
+                    table = dev.counts
+                buckets = table.get(names)
+                if buckets is None:
+                    buckets = table[names] = {}
+                buckets[bucket] = buckets.get(bucket, 0) + 1
+                dirty.add(r["device_id"])
+            self.published += len(readings)
+            if late:
+                self.late_published += len(readings)
+
+    def count_extra(self, *, malformed: int = 0, duplicates: int = 0, messages: int = 0) -> None:
+        """Acknowledged sends that are not new readings: malformed payloads, duplicate copies; and messages."""
+        with self._lock:
+            self.malformed_sent += malformed
+            self.duplicates_sent += duplicates
+            self.messages_acked += messages
+
+    def _compact(self) -> None:
+        # Measured from the newest event time rather than the wall clock, so a replay of old data
+        # keeps its detail too.
+        boundary = self._newest_ts - self.detail_ms
+        boundary -= boundary % BUCKET_MS
+        if boundary < self._merged_before + COMPACT_STEP_MS:
+            return
+        for dev_id, dev in self._devices.items():
+            if _merge_old(dev.counts, boundary) | _merge_old(dev.late, boundary):
+                self._dirty.add(dev_id)
+        self._merged_before = boundary
+        self._buckets = {b: b for b in self._buckets if b >= boundary}
+
+    def text(self) -> str:
+        """The ledger file's content: JSON, header first."""
+        now_ms = int(time.time() * 1000)
+        with self._lock:
+            self._compact()
+            for dev_id in self._dirty:
+                self._devices[dev_id].render(dev_id)
+            self._dirty.clear()
+            header = {
                 "version": LEDGER_VERSION,
                 "bucket_ms": BUCKET_MS,
                 "published": self.published,
                 "complete": self.complete,
-                "updated_ms": int(time.time() * 1000),
-                "devices": devices,
+                "updated_ms": now_ms,
+                "late_published": self.late_published,
+                "late_threshold_ms": self.late_threshold_ms,
+                "malformed_sent": self.malformed_sent,
+                "duplicates_sent": self.duplicates_sent,
+                "messages_acked": self.messages_acked,
+                "unacknowledged": self.unacknowledged,
+                "merged_before_ms": self._merged_before,
             }
+            devices = ",".join(d.text for d in self._devices.values())
+            late = ",".join(d.late_text for d in self._devices.values() if d.late_text)
+        head = json.dumps(header, separators=(",", ":"))
+        return f'{head[:-1]},"devices":{{{devices}}},"late":{{{late}}}}}'
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ledger as the file has it (header, ``devices`` and ``late``)."""
+        return json.loads(self.text())
 
     def flush(self) -> None:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.snapshot(), separators=(",", ":")))
+        tmp.write_text(self.text())
         os.replace(tmp, self.path)
 
 
-def read_ledger(path: Path) -> tuple[dict[str, Any], list[LedgerEntry]]:
-    """The ledger file's header and its entries; raises a clear error for a missing or foreign file."""
+def _entries(devices: dict[str, Any], sections: dict[str, Any]) -> list[LedgerEntry]:
+    return [
+        LedgerEntry(dev_id, devices[dev_id]["site"], devices[dev_id]["type"], metric,
+                    {int(b): int(n) for b, n in buckets.items()})
+        for dev_id, metrics in sections.items()
+        for metric, buckets in metrics.items()
+    ]
+
+
+def load_ledger(path: Path) -> LedgerFile:
+    """The ledger file's header, expected counts and late section; a clear error for a missing or foreign file."""
     if not path.exists():
         raise FileNotFoundError(f"no ledger at {path}: run a generator with --ledger-path {path} first")
     data = json.loads(path.read_text())
     if data.get("version") != LEDGER_VERSION:
         raise ValueError(f"{path}: not a tsdemo ledger (version {data.get('version')!r})")
-    entries = [
-        LedgerEntry(dev_id, dev["site"], dev["type"], metric, {int(b): int(n) for b, n in buckets.items()})
-        for dev_id, dev in data["devices"].items()
-        for metric, buckets in dev["metrics"].items()
-    ]
-    header = {k: v for k, v in data.items() if k != "devices"}
-    return header, entries
+    devices = data["devices"]
+    entries = _entries(devices, {d: dev["metrics"] for d, dev in devices.items()})
+    late = _entries(devices, data.get("late", {}))
+    header = {k: v for k, v in data.items() if k not in ("devices", "late")}
+    return LedgerFile(header, entries, late)
+
+
+def read_ledger(path: Path) -> tuple[dict[str, Any], list[LedgerEntry]]:
+    """The ledger file's header and its expected entries (the late section is in ``load_ledger``)."""
+    ledger = load_ledger(path)
+    return ledger.header, ledger.entries

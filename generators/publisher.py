@@ -1,7 +1,10 @@
-"""Publishing over MQTT with a bounded in-flight window and a ledger of acknowledged readings.
+"""Publishing over MQTT with a bounded in-flight window, reporting each acknowledged message.
 
 paho-mqtt queues without limit and fails once its queue passes 65,535 messages, so the window is
-ours: a semaphore taken per message and given back when the broker's PUBACK arrives.
+ours: a semaphore taken per message and given back when the broker's PUBACK arrives (at QoS 0,
+when paho has written the message to the socket). paho reconnects on its own with the backoff set
+in ``servicekit.mqtt.make_client``; at QoS 1 it keeps unacknowledged messages and sends them again
+after a reconnect, at QoS 0 we wait for the connection rather than let paho drop the message.
 """
 
 from __future__ import annotations
@@ -9,31 +12,46 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from prometheus_client import Counter, Gauge
 
-from generators.ledger import Ledger
-from servicekit.contract import encode
+from generators.outgoing import Message
 from servicekit.mqtt import MqttSettings, make_client
 
 log = logging.getLogger("generator.publisher")
 
-ACKED = Counter("tsdemo_generator_readings_acked_total", "readings acknowledged by the broker")
 SENT = Counter("tsdemo_generator_messages_sent_total", "MQTT messages handed to the client")
+ACKED_MESSAGES = Counter("tsdemo_generator_messages_acked_total", "MQTT messages acknowledged by the broker")
+REFUSED = Counter("tsdemo_generator_messages_refused_total", "MQTT messages the broker refused")
 INFLIGHT = Gauge("tsdemo_generator_messages_inflight", "MQTT messages not yet acknowledged")
+#: MQTT 5 session expiry: the broker keeps our session (and the flows of in-flight messages) this long.
+SESSION_EXPIRY_S = 3600
 
 
 class WindowedPublisher:
     """Publishes messages at a QoS, never with more than ``max_inflight`` unacknowledged."""
 
-    def __init__(self, settings: MqttSettings, client_id: str, qos: int, max_inflight: int, ledger: Ledger):
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        qos: int,
+        max_inflight: int,
+        on_acked: Callable[[Message], Any],
+    ) -> None:
         self.qos = qos
-        self.ledger = ledger
+        self.on_acked = on_acked
         self._window = threading.BoundedSemaphore(max_inflight)
         self._lock = threading.Lock()
-        self._pending: dict[int, list[dict[str, Any]]] = {}
+        self._pending: dict[int, Message] = {}
+        # PUBACKs that overtook publish() returning the mid; see publish().
+        self._early: dict[int, Any] = {}
+        self.refused = 0
         self.connected = threading.Event()
         self.client = make_client(settings, client_id)
         # paho's own limit must sit above ours so it never refuses a message we let through.
@@ -46,13 +64,10 @@ class WindowedPublisher:
         self._closing = False
 
     def start(self) -> None:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
         props = Properties(PacketTypes.CONNECT)
         # A persistent session lets the broker and client finish in-flight QoS 1 flows after a
         # reconnect instead of dropping them.
-        props.SessionExpiryInterval = 3600
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
         self.client.connect_async(
             self._settings.mqtt_host,
             self._settings.mqtt_port,
@@ -75,39 +90,71 @@ class WindowedPublisher:
             log.warning("disconnected from MQTT broker: %s; reconnecting", reason_code)
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
-        # Holding the lock means a PUBACK that races ahead of publish() returning waits for
-        # the mid to be registered.
+        # Runs in paho's network thread, which holds paho's message lock: publish() must never hold
+        # our lock while calling into paho, or the two would wait for each other.
         with self._lock:
-            readings = self._pending.pop(mid, None)
-        if readings is None:
-            return
-        if reason_code.is_failure:
-            log.error("broker refused message %s: %s", mid, reason_code)
-        else:
-            self.ledger.record(readings)
-            ACKED.inc(len(readings))
-        INFLIGHT.dec()
-        self._window.release()
+            message = self._pending.pop(mid, None)
+            if message is None:
+                self._early[mid] = reason_code
+                return
+        self._settle(message, reason_code)
 
-    def publish(self, topic: str, readings: list[dict[str, Any]], stop: threading.Event) -> bool:
+    def _settle(self, message: Message, reason_code: Any) -> None:
+        try:
+            if reason_code is not None and reason_code.is_failure:
+                self.refused += 1
+                REFUSED.inc()
+                log.error("broker refused a message on %s: %s", message.topic, reason_code)
+            else:
+                ACKED_MESSAGES.inc()
+                self.on_acked(message)
+        finally:
+            INFLIGHT.dec()
+            self._window.release()
+
+    def publish(self, message: Message, stop: threading.Event) -> bool:
         """Blocks while the window is full; False when stopped before the message could go."""
         while not self._window.acquire(timeout=0.2):
             if stop.is_set():
                 return False
-        payload = encode(readings)
-        with self._lock:
-            info = self.client.publish(topic, payload, qos=self.qos)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                self._window.release()
-                raise RuntimeError(f"MQTT publish failed: {mqtt.error_string(info.rc)}")
-            self._pending[info.mid] = readings
         INFLIGHT.inc()
+        while True:
+            if self.qos == 0 and not self._wait_connected(stop):
+                self._give_back()
+                return False
+            info = self.client.publish(message.topic, message.payload, qos=self.qos)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS or (info.rc == mqtt.MQTT_ERR_NO_CONN and self.qos > 0):
+                break  # at QoS 1 paho keeps a message published while disconnected and sends it later
+            if info.rc != mqtt.MQTT_ERR_NO_CONN:
+                self._give_back()
+                raise RuntimeError(f"MQTT publish failed: {mqtt.error_string(info.rc)}")
+            self.connected.clear()  # QoS 0 raced a disconnect: paho dropped it, so send it again
         SENT.inc()
+        with self._lock:
+            early = self._early.pop(info.mid, None)
+            if early is None:
+                self._pending[info.mid] = message
+                return True
+        self._settle(message, early)
+        return True
+
+    def _give_back(self) -> None:
+        INFLIGHT.dec()
+        self._window.release()
+
+    def _wait_connected(self, stop: threading.Event) -> bool:
+        while not self.connected.wait(0.2):
+            if stop.is_set():
+                return False
         return True
 
     def inflight(self) -> int:
         with self._lock:
             return len(self._pending)
+
+    def unacknowledged_readings(self) -> int:
+        with self._lock:
+            return sum(m.readings for m in self._pending.values())
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until every message is acknowledged; True when none is left."""

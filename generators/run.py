@@ -1,53 +1,102 @@
-"""The generator's main loop: paces readings at the target rate, batches them per site, publishes."""
+"""The generator's main loop: paces readings at the target rate, batches them, publishes, accounts.
+
+``run()`` is the entry point for the command and for benchmarks: it runs until the count, the
+duration or the replay file is done (or ``stop`` is set) and returns a ``RunReport`` with the rate
+achieved on the generator's own monotonic clock.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
-import random
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
 
-from generators.fleet import Device, build_fleet, sample
+from generators.accounting import Accountant
+from generators.faults import FaultConfig
+from generators.fleet import build_fleet
+from generators.labels import LabelWriter
 from generators.ledger import Ledger
+from generators.outgoing import Batcher, Item, Message
+from generators.pacing import RateMeter, RatePacer, RateReport
 from generators.publisher import WindowedPublisher
+from generators.replay import FileTimingPacer, ReplaySource
 from generators.settings import GeneratorSettings
-from servicekit.contract import topic_for
+from generators.stream import ReadingStream, Source
 from servicekit.service import log_event, serve_health
 
 log = logging.getLogger("generator")
 
-BATCH_MAX_AGE_S = 1.0
+#: Readings generated per pass of the loop at most, so flushes, batch ages and stop stay responsive.
+MAX_PER_PASS = 5000
+#: A large ledger's rewrite may take at most 1/FLUSH_SHARE of the run's time.
+FLUSH_SHARE = 20
+PROGRESS_S = 5.0
 
 
-def make_reading(device: Device, ts_ms: int, started_ms: int, rng: random.Random) -> dict[str, Any]:
-    reading = {
-        "device_id": device.device_id,
-        "site": device.site.site_id,
-        "type": device.type,
-        "ts": ts_ms,
-        "seq": device.seq,
-        "boot": device.boot,
-        "metrics": {m.name: sample(device, m, ts_ms, started_ms, rng) for m in device.metrics},
-        "lat": device.lat,
-        "lon": device.lon,
-        "battery": round(device.battery, 2),
-    }
-    device.seq += 1
-    device.battery = max(0.0, device.battery - 0.001)
-    return reading
+@dataclass(frozen=True)
+class RunReport:
+    """What a run did. ``rate`` is judged on readings generated (what the pacer controls);
+    ``acked_rate`` is what the broker took, from the start to the last acknowledgement."""
+
+    rate: RateReport
+    generated: int
+    messages_sent: int
+    messages_acked: int
+    readings_acked: int
+    unacknowledged: int
+    acked_elapsed_s: float
+
+    @property
+    def acked_rate(self) -> float:
+        return self.readings_acked / self.acked_elapsed_s if self.acked_elapsed_s > 0 else 0.0
 
 
-def run_generator(settings: GeneratorSettings, stop: threading.Event) -> int:
-    """Publishes until the count or duration is reached or ``stop`` is set; returns readings acked."""
+def make_ledger(settings: GeneratorSettings, path: Path | None) -> Ledger:
+    return Ledger(path, late_threshold_ms=int(settings.late_threshold_s * 1000),
+                  detail_ms=int(settings.ledger_detail_s * 1000))
+
+
+def make_labels(settings: GeneratorSettings, path: Path | None) -> LabelWriter:
+    return LabelWriter(path if settings.anomaly_rate > 0 and settings.replay_path is None else None)
+
+
+def make_source(settings: GeneratorSettings, ledger: Ledger, started_ms: int) -> Source:
+    """The fleet's reading stream, or the replay; device boots continue from the ledger."""
+    if settings.replay_path is not None:
+        return ReplaySource(settings.replay_path, started_ms, ledger.previous_boot,
+                            stamp_now=settings.replay_timing == "rate")
     fleet = build_fleet(settings.devices, settings.sites, settings.seed)
-    ledger = Ledger(settings.ledger_path)
     for device in fleet:
         # A restarted generator is a rebooted fleet: new boot number, seq from 0, so no reading
         # id is ever reused (the pipeline would drop a reused id as a duplicate).
         prev = ledger.previous_boot(device.device_id)
         device.boot = 0 if prev is None else prev + 1
-    publisher = WindowedPublisher(settings, settings.client_id, settings.qos, settings.max_inflight, ledger)
+    if settings.fleet_manifest_path is not None:
+        settings.fleet_manifest_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(settings.fleet_manifest_path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(d, separators=(",", ":")) + "\n" for d in fleet.manifest())
+    return ReadingStream(fleet, FaultConfig.from_settings(settings), settings.seed, started_ms)
+
+
+def run(settings: GeneratorSettings, stop: threading.Event | None = None) -> RunReport:
+    """Publishes until the count, duration or replay file is done, or ``stop`` is set."""
+    stop = stop or threading.Event()
+    ledger = make_ledger(settings, settings.ledger_path)
+    labels = make_labels(settings, settings.labels_path)
+    accountant = Accountant(ledger, labels)
+    acked = {"readings": 0, "messages": 0, "last": 0.0}
+
+    def on_acked(message: Message) -> None:
+        acked["readings"] += accountant.acked(message)
+        acked["messages"] += 1
+        acked["last"] = time.monotonic()
+
+    source = make_source(settings, ledger, int(time.time() * 1000))
+    publisher = WindowedPublisher(settings, settings.client_id, settings.qos, settings.max_inflight, on_acked)
+    batcher = Batcher(settings.batch, int(settings.late_threshold_s * 1000))
 
     def health() -> tuple[bool, dict]:
         return publisher.connected.is_set(), {"acked": ledger.published, "inflight": publisher.inflight()}
@@ -56,65 +105,96 @@ def run_generator(settings: GeneratorSettings, stop: threading.Event) -> int:
     if server is not None:
         log_event(log, "health endpoint up", port=server.server_address[1])
     publisher.start()
-    rng = random.Random(settings.seed)
-    started = time.monotonic()
-    started_ms = int(time.time() * 1000)
-    deadline = started + settings.duration_s if settings.duration_s else None
-    buffers: dict[str, list[dict[str, Any]]] = {}
-    buffer_born: dict[str, float] = {}
-    generated = 0
-    next_flush = next_report = started
-    idx = 0
+    sent = 0
 
-    def send(site: str) -> bool:
-        readings = buffers.pop(site)
-        buffer_born.pop(site, None)
-        topic = topic_for(site, readings[0]["device_id"] if settings.batch == 1 else f"gw-{site}")
-        return publisher.publish(topic, readings, stop)
+    def send(messages: list[Message], until: threading.Event) -> bool:
+        nonlocal sent
+        for message in messages:
+            accountant.sent(message)
+            if not publisher.publish(message, until):
+                return False
+            sent += 1
+        return True
 
+    def emit(items: list[Item], until: threading.Event) -> bool:
+        if any(i.dropped for i in items):
+            accountant.dropped(items)
+        return send(batcher.add(items), until)
+
+    start = time.monotonic()
+    if isinstance(source, ReplaySource) and settings.replay_timing == "original":
+        pacer: RatePacer | FileTimingPacer = FileTimingPacer(source, start)
+        meter = RateMeter(start, None)
+    else:
+        pacer = RatePacer(settings.rate, start)
+        meter = RateMeter(start, settings.rate)
+    deadline = start + settings.duration_s if settings.duration_s else None
+    next_flush = next_report = start
+    last_generated = start
+    exhausted = False
     try:
-        while not stop.is_set():
+        while not stop.is_set() and not exhausted:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 break
-            if settings.count and generated >= settings.count:
+            if settings.count and source.generated >= settings.count:
                 break
-            due = int(settings.rate * (now - started)) - generated
+            due = pacer.due(now)
             if settings.count:
-                due = min(due, settings.count - generated)
+                due = min(due, settings.count - source.generated)
+            send(batcher.due(), stop)
             if due <= 0:
-                for site in [s for s, born in buffer_born.items() if now - born > BATCH_MAX_AGE_S]:
-                    send(site)
                 time.sleep(min(0.01, 1.0 / settings.rate))
-            for _ in range(min(due, 5000)):
-                device = fleet[idx % len(fleet)]
-                idx += 1
-                ts_ms = int(time.time() * 1000)
-                site = device.site.site_id
-                buffers.setdefault(site, []).append(make_reading(device, ts_ms, started_ms, rng))
-                buffer_born.setdefault(site, now)
-                generated += 1
-                if len(buffers[site]) >= settings.batch and not send(site):
+            for _ in range(min(due, MAX_PER_PASS)):
+                items = source.next(int(time.time() * 1000))
+                if items is None:
+                    exhausted = True
                     break
+                pacer.took(1)
+                if items and not emit(items, stop):
+                    break
+            if due > 0:
+                last_generated = time.monotonic()
+            meter.tick(now, source.generated)
             if now >= next_flush:
+                flush_started = time.monotonic()
                 ledger.flush()
-                next_flush = now + settings.ledger_flush_s
+                labels.flush()
+                took = time.monotonic() - flush_started
+                next_flush = now + max(settings.ledger_flush_s, FLUSH_SHARE * took)
             if now >= next_report:
-                elapsed = max(now - started, 1e-9)
                 log_event(
-                    log, "progress", generated=generated, acked=ledger.published,
-                    rate=round(ledger.published / elapsed, 1), inflight=publisher.inflight(),
+                    log, "progress", generated=source.generated, acked=ledger.published,
+                    rate=round(source.generated / max(now - start, 1e-9), 1), inflight=publisher.inflight(),
                 )
-                next_report = now + 5.0
-        for site in list(buffers):
-            send(site)
-        if not publisher.drain(settings.drain_timeout_s):
-            log.error("%d messages still unacknowledged at exit; they are not in the ledger", publisher.inflight())
+                next_report = now + PROGRESS_S
+        rate = meter.report(last_generated, source.generated)
+        # Whatever is held back goes out now (offline devices come back); past the drain timeout we
+        # stop waiting for window space, and what did not go is not in the ledger.
+        final = threading.Event()
+        timer = threading.Timer(settings.drain_timeout_s, final.set)
+        timer.start()
+        try:
+            emit(source.drain(), final)
+            send(batcher.flush(), final)
+            if not publisher.drain(settings.drain_timeout_s):
+                log.error("%d messages still unacknowledged at exit; they are not in the ledger",
+                          publisher.inflight())
+        finally:
+            timer.cancel()
+        ledger.unacknowledged = publisher.unacknowledged_readings()
         ledger.complete = True
         ledger.flush()
-        log_event(log, "generator finished", generated=generated, acked=ledger.published)
-        return ledger.published
+        log_event(log, "generator finished", generated=source.generated, acked=ledger.published,
+                  rate=round(rate.achieved, 1), worst_minute=rate.worst_window)
+        return RunReport(
+            rate=rate, generated=source.generated, messages_sent=sent, messages_acked=acked["messages"],
+            readings_acked=acked["readings"], unacknowledged=ledger.unacknowledged,
+            acked_elapsed_s=max(acked["last"] - start, 0.0),
+        )
     finally:
         publisher.close()
+        labels.close()
         if server is not None:
             server.shutdown()
+

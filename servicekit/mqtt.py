@@ -21,6 +21,8 @@ class MqttSettings(ServiceSettings):
     mqtt_password_file: Path | None = Field(None, description="file holding the MQTT password")
     mqtt_tls: bool = Field(False, description="connect with TLS")
     mqtt_ca_file: Path | None = Field(None, description="CA bundle for MQTT TLS")
+    mqtt_cert_file: Path | None = Field(None, description="client certificate (PEM) for MQTT TLS client auth")
+    mqtt_key_file: Path | None = Field(None, description="private key (PEM) of the MQTT client certificate")
     mqtt_keepalive_s: int = Field(30, ge=5, description="MQTT keepalive in seconds")
 
     def password(self) -> str | None:
@@ -40,6 +42,10 @@ def make_client(settings: MqttSettings, client_id: str, *, manual_ack: bool = Fa
     if settings.mqtt_username:
         client.username_pw_set(settings.mqtt_username, settings.password())
     if settings.mqtt_tls:
-        client.tls_set(ca_certs=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None)
+        client.tls_set(
+            ca_certs=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None,
+            certfile=str(settings.mqtt_cert_file) if settings.mqtt_cert_file else None,
+            keyfile=str(settings.mqtt_key_file) if settings.mqtt_key_file else None,
+        )
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client

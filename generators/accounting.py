@@ -1,0 +1,52 @@
+"""From broker acknowledgements to the ledger and the labels: the accounting rules in one place.
+
+- A reading counts once, when the broker acknowledged the first of its copies; later copies only
+  add to ``duplicates_sent`` (the pipeline deduplicates on (device_id, boot, seq)).
+- A reading judged late when its message was built goes to the ledger's late section.
+- Malformed payloads are not readings: they add to ``malformed_sent``.
+- A dropped reading (dropout anomaly) is never sent, so it is never counted; its labels are
+  written when it is dropped, an acknowledged reading's labels when it is counted.
+"""
+
+from __future__ import annotations
+
+from generators.labels import LabelWriter
+from generators.ledger import Ledger
+from generators.outgoing import Item, Message
+
+
+class Accountant:
+    def __init__(self, ledger: Ledger, labels: LabelWriter) -> None:
+        self.ledger = ledger
+        self.labels = labels
+
+    def sent(self, message: Message) -> None:
+        """Before the message goes out: the ledger learns the boots in use."""
+        self.ledger.note_sent([i.reading for i in message.items if i.reading is not None])
+
+    def acked(self, message: Message) -> int:
+        """The broker acknowledged ``message``; returns the readings newly counted."""
+        on_time, late, labels = [], [], []
+        malformed = duplicates = 0
+        for item in message.items:
+            if item.reading is None:
+                malformed += item.payload is not None
+                continue
+            if item.group is not None:
+                if item.group.counted:
+                    duplicates += 1
+                    continue
+                item.group.counted = True
+            (late if item.late else on_time).append(item.reading)
+            if item.labels:
+                labels.extend(item.labels)
+        if on_time:
+            self.ledger.record(on_time)
+        if late:
+            self.ledger.record(late, late=True)
+        self.ledger.count_extra(malformed=malformed, duplicates=duplicates, messages=1)
+        self.labels.write(labels)
+        return len(on_time) + len(late)
+
+    def dropped(self, items: list[Item]) -> None:
+        self.labels.write([label for i in items if i.dropped for label in i.labels or ()])

@@ -1,0 +1,127 @@
+"""What leaves the generator: items (a reading, a duplicate copy, a malformed payload) and the MQTT
+messages they are batched into.
+
+A message is built at the moment it is handed to the publisher, in send order, which is when each
+reading is judged late or not: a reading whose event time is more than ``late_threshold_ms`` behind
+the newest event time already sent is what the pipeline's watermark would drop, so the ledger keeps
+it apart (see generators/README.md, "The ledger").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from servicekit.contract import encode, topic_for
+
+#: A gateway sends a partial batch after this long, so a slow fleet still reports promptly.
+BATCH_MAX_AGE_S = 1.0
+
+
+class CopyGroup:
+    """Shared by the copies of a reading that was sent more than once: the first acknowledged counts."""
+
+    __slots__ = ("counted",)
+
+    def __init__(self) -> None:
+        self.counted = False
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One unit of output. Exactly one of: a reading; a malformed ``payload``; a dropped reading
+    (neither, only ``labels``: an anomaly that suppressed the reading)."""
+
+    reading: dict[str, Any] | None = None
+    payload: bytes | None = None
+    #: where a malformed payload goes (readings go to their device's or gateway's topic)
+    topic: str | None = None
+    #: anomaly labels to write once this reading is acknowledged (or at once, for a dropped one)
+    labels: list[dict[str, Any]] | None = None
+    #: set on every copy of a reading that is sent twice
+    group: CopyGroup | None = None
+    #: this item is the extra copy (for counting duplicate sends)
+    copy: bool = False
+    #: decided when the item's message is built
+    late: bool = False
+
+    @property
+    def dropped(self) -> bool:
+        return self.reading is None and self.payload is None
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    topic: str
+    payload: bytes
+    items: list[Item]
+
+    @property
+    def readings(self) -> int:
+        return sum(1 for i in self.items if i.reading is not None)
+
+
+@dataclass
+class Batcher:
+    """Groups reading items into messages: one per reading, or a gateway array per site of ``batch``.
+
+    Malformed payloads always travel alone, on their device's topic, so a broken payload never takes
+    good readings in the same message down with it.
+    """
+
+    batch: int
+    late_threshold_ms: int
+    max_age_s: float = BATCH_MAX_AGE_S
+    clock: Any = time.monotonic
+    newest_ts: int | None = None
+    _buffers: dict[str, list[Item]] = field(default_factory=dict)
+    _born: dict[str, float] = field(default_factory=dict)
+
+    def add(self, items: list[Item]) -> list[Message]:
+        """Messages complete after adding ``items`` (dropped items are ignored: nothing to send)."""
+        out: list[Message] = []
+        for item in items:
+            if item.payload is not None:
+                out.append(Message(item.topic or "", item.payload, [item]))
+            elif item.reading is not None:
+                r = item.reading
+                if self.batch == 1:
+                    out.append(self._message(topic_for(r["site"], r["device_id"]), [item]))
+                    continue
+                site = r["site"]
+                buf = self._buffers.get(site)
+                if buf is None:
+                    buf = self._buffers[site] = []
+                    self._born[site] = self.clock()
+                buf.append(item)
+                if len(buf) >= self.batch:
+                    out.append(self._take(site))
+        return out
+
+    def due(self) -> list[Message]:
+        """Partial gateway batches older than ``max_age_s``."""
+        now = self.clock()
+        return [self._take(site) for site, born in list(self._born.items()) if now - born >= self.max_age_s]
+
+    def flush(self) -> list[Message]:
+        return [self._take(site) for site in list(self._buffers)]
+
+    def pending(self) -> int:
+        return sum(len(b) for b in self._buffers.values())
+
+    def _take(self, site: str) -> Message:
+        items = self._buffers.pop(site)
+        del self._born[site]
+        return self._message(topic_for(site, f"gw-{site}"), items)
+
+    def _message(self, topic: str, items: list[Item]) -> Message:
+        newest = self.newest_ts
+        for item in items:
+            ts = item.reading["ts"]  # type: ignore[index]
+            if newest is None or ts > newest:
+                newest = ts
+            elif newest - ts > self.late_threshold_ms:
+                item.late = True
+        self.newest_ts = newest
+        return Message(topic, encode([i.reading for i in items]), items)  # type: ignore[misc]
