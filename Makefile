@@ -7,9 +7,9 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := mosquitto mosquitto-clients influxdb kcat
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages python-env artifacts demo test test-faults test-unit lint clean
+.PHONY: setup system-packages python-env artifacts deploy-tools demo test test-faults test-unit lint clean
 
-setup: system-packages python-env artifacts
+setup: system-packages python-env artifacts deploy-tools
 
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -30,6 +30,11 @@ python-env: $(BIN)/python
 # Kafka's jars and Spark's Kafka connector, from Maven Central into .cache/ (once).
 artifacts: python-env
 	$(BIN)/python -m deploy.local.artifacts
+
+# kustomize and docker compose (for `docker compose config`, no engine needed), built from their Go
+# modules into .cache/tools/bin once (about 5 minutes the first time).
+deploy-tools:
+	bash deploy/validate/install-tools.sh
 
 demo: setup
 	$(BIN)/tsdemo up

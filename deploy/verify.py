@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from generators.ledger import BUCKET_MS, LedgerEntry, read_ledger
+from generators.ledger import BUCKET_MS, LedgerEntry, load_ledger
 from servicekit.settings import add_service_command
 from storage.queries import InfluxQuery
 from storage.settings import InfluxSettings
@@ -39,6 +39,8 @@ class Result:
     stored: int = 0
     lost: int = 0
     double_counted: int = 0
+    late_sent: int = 0
+    late_stored: int = 0
     until_ms: int | None = None
     problems: list[dict] = field(default_factory=list)
     unknown_series: list[str] = field(default_factory=list)
@@ -48,44 +50,67 @@ class Result:
         return self.lost == 0 and self.double_counted == 0
 
 
-def compare(entries: list[LedgerEntry], stored: dict[tuple[str, str], int], until_ms: int | None) -> Result:
-    """Lost and double-counted readings per (device, metric); pure, so it is unit-tested alone."""
-    result = Result(until_ms=until_ms)
-    expected: dict[tuple[str, str], int] = {}
+def _per_series(entries: list[LedgerEntry], until_ms: int | None) -> dict[tuple[str, str], int]:
+    totals: dict[tuple[str, str], int] = {}
     for e in entries:
         key = (e.device_id, e.metric)
-        expected[key] = expected.get(key, 0) + e.count(until_ms)
-    for key, want in sorted(expected.items()):
+        totals[key] = totals.get(key, 0) + e.count(until_ms)
+    return totals
+
+
+def compare(entries: list[LedgerEntry], stored: dict[tuple[str, str], int], until_ms: int | None,
+            late: list[LedgerEntry] | None = None) -> Result:
+    """Lost and double-counted readings per (device, metric); pure, so it is unit-tested alone.
+
+    Readings the generator sent behind the watermark (the ledger's late section) may or may not be
+    stored, so per series ``expected <= stored <= expected + late`` is exact; outside it, the
+    shortfall is lost and the excess double-counted.
+    """
+    result = Result(until_ms=until_ms)
+    expected = _per_series(entries, until_ms)
+    late_counts = _per_series(late or [], until_ms)
+    for key in sorted(set(expected) | set(late_counts)):
+        want, maybe = expected.get(key, 0), late_counts.get(key, 0)
         got = stored.get(key, 0)
         result.expected += want
         result.stored += got
+        result.late_sent += maybe
+        result.late_stored += min(max(0, got - want), maybe)
         if got < want:
             result.lost += want - got
-        elif got > want:
-            result.double_counted += got - want
-        if got != want:
-            result.problems.append({"device_id": key[0], "metric": key[1], "expected": want, "stored": got})
-    result.unknown_series = sorted(f"{d}/{m}" for d, m in stored if (d, m) not in expected)
+        elif got > want + maybe:
+            result.double_counted += got - want - maybe
+        if got < want or got > want + maybe:
+            result.problems.append({"device_id": key[0], "metric": key[1], "expected": want, "stored": got,
+                                    "late": maybe})
+    known = set(expected) | set(late_counts)
+    result.unknown_series = sorted(f"{d}/{m}" for d, m in stored if (d, m) not in known)
     return result
 
 
 def _cutoff(headers: list[dict], settle_s: float) -> int | None:
-    """None when every generator finished (compare everything), else a settled minute boundary."""
+    """None when every generator finished (compare everything), else a settled minute boundary.
+
+    Never before a ledger's ``merged_before_ms``: older minutes are merged there, and a cutoff
+    inside them could not be counted exactly.
+    """
     if all(h.get("complete") for h in headers):
         return None
     newest_safe = min(int(h["updated_ms"]) for h in headers) - int(settle_s * 1000)
-    return newest_safe - newest_safe % BUCKET_MS
+    cutoff = newest_safe - newest_safe % BUCKET_MS
+    return max([cutoff] + [int(h.get("merged_before_ms", 0)) for h in headers])
 
 
 def check(settings: VerifySettings) -> Result:
-    headers, entries = [], []
+    headers, entries, late = [], [], []
     for path in settings.ledger_path:
-        header, found = read_ledger(path)
-        headers.append(header)
-        entries.extend(found)
+        ledger = load_ledger(path)
+        headers.append(ledger.header)
+        entries.extend(ledger.entries)
+        late.extend(ledger.late)
     until = _cutoff(headers, settings.settle_s)
     stored = InfluxQuery(settings).stored_counts(until_ms=until)
-    return compare(entries, stored, until)
+    return compare(entries, stored, until, late)
 
 
 def _print(result: Result, as_json: bool) -> None:
@@ -98,6 +123,9 @@ def _print(result: Result, as_json: bool) -> None:
         scope = "readings before " + time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result.until_ms / 1000))
     print(f"verify ({scope}): expected {result.expected}, stored {result.stored}, "
           f"lost {result.lost}, double-counted {result.double_counted}")
+    if result.late_sent:
+        print(f"  late: {result.late_sent} sent behind the watermark, {result.late_stored} of them stored, "
+              f"the rest dropped as late (counted in the pipeline measurement)")
     for p in result.problems[:20]:
         print(f"  {p['device_id']} {p['metric']}: expected {p['expected']}, stored {p['stored']}")
     if len(result.problems) > 20:

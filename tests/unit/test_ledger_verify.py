@@ -48,3 +48,19 @@ def test_cutoff_is_none_once_every_generator_finished():
     assert _cutoff([{"complete": True, "updated_ms": 5}], 90) is None
     cut = _cutoff([{"complete": False, "updated_ms": 10 * BUCKET_MS + 123}], 30)
     assert cut == 9 * BUCKET_MS
+
+
+def test_late_readings_may_or_may_not_be_stored_but_no_more():
+    from generators.ledger import LedgerEntry
+
+    entries = [LedgerEntry("d", "s", "t", "a", {0: 10})]
+    late = [LedgerEntry("d", "s", "t", "a", {0: 3})]
+    for got, lost, double in ((10, 0, 0), (12, 0, 0), (13, 0, 0), (14, 0, 1), (9, 1, 0)):
+        r = compare(entries, {("d", "a"): got}, None, late)
+        assert (r.lost, r.double_counted) == (lost, double), got
+    assert compare(entries, {("d", "a"): 12}, None, late).late_stored == 2
+
+
+def test_cutoff_never_falls_inside_merged_minutes():
+    assert _cutoff([{"complete": False, "updated_ms": 10 * BUCKET_MS, "merged_before_ms": 12 * BUCKET_MS}], 0) \
+        == 12 * BUCKET_MS

@@ -1,0 +1,108 @@
+"""deploy/compose: valid against the compose specification (`docker compose config`, which needs no engine),
+versions from the one env file, healthchecks and start order, and the Mosquitto config matching the local
+stack's."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deploy.local.artifacts import KAFKA_VERSION
+from deploy.local.servers import Mosquitto
+from deploy.validate import compose as C
+from deploy.validate import tools
+
+pytestmark = pytest.mark.integration
+
+PROFILES = ["large-fleet", "second-bridge", "grafana-api", "verify"]
+OURS = {"storage-init", "processing", "ingest", "ingest-2", "generator", "generator-large", "dashboards-init",
+        "verify"}
+ONE_SHOT = {"kafka-init", "storage-init", "dashboards-init", "verify"}
+
+
+def compose_config(*args: str, compose_dir: Path = C.COMPOSE_DIR) -> subprocess.CompletedProcess:
+    return subprocess.run([tools.find("docker-compose"), *args, "config", "-q"], cwd=compose_dir,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("profiles", [[], PROFILES], ids=["default", "all-profiles"])
+def test_compose_file_is_valid_for_docker_compose(profiles: list[str]):
+    result = compose_config(*[a for p in profiles for a in ("--profile", p)])
+    assert result.returncode == 0, result.stderr
+
+
+def test_docker_compose_config_can_fail(tmp_path: Path):
+    (tmp_path / "compose.yaml").write_text("services:\n  a:\n    image: busybox\n    restart_policy: always\n")
+    result = compose_config(compose_dir=tmp_path)
+    assert result.returncode != 0 and "restart_policy" in result.stderr
+
+
+def test_every_image_is_pinned_in_the_env_file():
+    env = C.read_dotenv(C.COMPOSE_DIR / ".env")
+    raw = (C.COMPOSE_DIR / "compose.yaml").read_text()
+    # Images only through variables of the env file, never a literal tag in compose.yaml.
+    for image in re.findall(r"^\s+image:\s*(\S+)", raw, re.M):
+        assert image.startswith("${"), image
+    for name, svc in C.load()["services"].items():
+        image = svc["image"]
+        assert ":" in image and not image.endswith(":latest"), (name, image)
+        if name in OURS:
+            assert image.endswith(f":{env['TSDEMO_TAG']}"), (name, image)
+    # The same Kafka as the local stack's.
+    assert env["KAFKA_IMAGE"].endswith(f":{KAFKA_VERSION}")
+
+
+def test_services_have_healthchecks_and_start_in_order():
+    config = C.load()
+    services = config["services"]
+    for name, svc in services.items():
+        if name in ONE_SHOT:
+            assert svc.get("restart") in ("on-failure", "no"), name
+            continue
+        if name in OURS:  # the image's own HEALTHCHECK
+            steps = C.dockerfile_instructions(C.dockerfile_for_image(config, svc["image"]))
+            assert any(w == "HEALTHCHECK" and "CMD" in rest for w, rest in steps), f"{name}'s image has no healthcheck"
+        else:
+            assert "healthcheck" in svc, f"{name} has no healthcheck"
+        for dep, cond in svc.get("depends_on", {}).items():
+            expected = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
+            assert cond["condition"] == expected, (name, dep, cond)
+    # The pipeline's order: topics and schema before the job, bridges before the generator.
+    assert set(services["processing"]["depends_on"]) == {"kafka-init", "storage-init"}
+    assert "ingest" in services["generator"]["depends_on"]
+    assert services["ingest"]["environment"]["TSDEMO_CLIENT_ID"] != services["ingest-2"]["environment"][
+        "TSDEMO_CLIENT_ID"]
+
+
+def test_grafana_mounts_the_whole_provisioning_folder_and_gets_the_influx_url():
+    grafana = C.load()["services"]["grafana"]
+    mounts = dict(v.split(":")[:2][::-1] for v in grafana["volumes"])
+    source = (C.COMPOSE_DIR / mounts["/etc/grafana/provisioning"]).resolve()
+    assert source == C.REPO / "dashboards" / "provisioning"
+    assert grafana["environment"]["TSDEMO_INFLUX_URL"] == "http://influxdb:8086"
+
+
+def _settings(conf: str) -> dict[str, str]:
+    pairs = (line.split(None, 1) for line in conf.splitlines() if line.strip() and not line.startswith("#"))
+    return {key: value.strip() for key, value in pairs}
+
+
+def test_mosquitto_config_has_the_local_stacks_limits(tmp_path: Path):
+    local = Mosquitto(tmp_path / "m", 1883)
+    local._prepare()  # writes the config the local stack runs with
+    ours = _settings((C.COMPOSE_DIR / "mosquitto" / "mosquitto.conf").read_text())
+    theirs = _settings(local.config_path.read_text())
+    for key in ("persistence", "autosave_interval", "max_queued_messages", "max_inflight_messages",
+                "persistent_client_expiration", "allow_anonymous"):
+        assert ours[key] == theirs[key], key
+    assert ours["listener"] == "1883"
+
+
+def test_interpolation_follows_compose_rules():
+    env = {"SET": "x", "EMPTY": ""}
+    assert C.interpolate("$${A} ${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d} $SET", env) == "${A} x d  d x"
+    with pytest.raises(C.ComposeError):
+        C.interpolate("${UNSET:?needed}", env)
