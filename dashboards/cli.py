@@ -55,8 +55,7 @@ def _provision(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Registers ``tsdemo dashboards {generate,provision}``."""
-    from dashboards.provisioning import COMMITTED
-    from dashboards.settings import GrafanaSettings
+    from dashboards.settings import COMMITTED, GrafanaSettings
 
     dashboards = subparsers.add_parser(
         "dashboards",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dashboards import datasource
 from dashboards.conventions import FLEET_UID
-from dashboards.provisioning import COMMITTED
+from dashboards.settings import COMMITTED
 from servicekit.contract import INFLUX_DATABASE
 
 DEFAULT_PORT = 3000

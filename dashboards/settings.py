@@ -7,12 +7,16 @@ datasource provisioning file, so one set of variables describes the stack; here 
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from servicekit.contract import INFLUX_DATABASE
 from servicekit.settings import ServiceSettings
+
+# The generated provisioning tree, committed; compose and Kubernetes mount exactly this folder.
+COMMITTED = Path(__file__).resolve().parent / "provisioning"
 
 
 def _http_url(value: str, what: str) -> str:

@@ -7,15 +7,35 @@ import sys
 
 from servicekit.settings import ENV_PREFIX
 
+# (module, function, commands it adds, the extra that provides them). Each container image installs
+# one extra, so a command whose packages are missing is listed with the extra to install instead of
+# breaking every other command.
+COMMANDS = [
+    ("deploy.local.commands", "add_parsers", ("up", "down", "status"), "local"),
+    ("generators.cli", "add_parser", ("generate",), "generator"),
+    ("ingest.cli", "add_parser", ("ingest",), "ingest"),
+    ("processing.cli", "add_parser", ("process",), "processing"),
+    ("processing.cli", "add_score_parser", ("anomalies",), "processing"),
+    ("storage.cli", "add_parser", ("storage",), "storage"),
+    ("dashboards.cli", "add_parser", ("dashboards",), "dashboards"),
+    ("deploy.verify", "add_parser", ("verify",), "storage"),
+]
+
+
+def _unavailable(sub: argparse._SubParsersAction, name: str, extra: str, missing: str) -> None:
+    message = f"`tsdemo {name}` needs the {extra} extra (missing module {missing!r}): pip install 'tsdemo[{extra}]'"
+    parser = sub.add_parser(name, help=f"(not installed: needs tsdemo[{extra}])", description=message)
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def fail(_args: argparse.Namespace) -> int:
+        print("tsdemo: " + message, file=sys.stderr)
+        return 2
+
+    parser.set_defaults(func=fail)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    from dashboards import cli as dashboards_cli
-    from deploy import verify
-    from deploy.local import commands as local_commands
-    from generators import cli as generate_cli
-    from ingest import cli as ingest_cli
-    from processing import cli as process_cli
-    from storage import cli as storage_cli
+    import importlib
 
     parser = argparse.ArgumentParser(
         prog="tsdemo",
@@ -26,14 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    local_commands.add_parsers(sub)
-    generate_cli.add_parser(sub)
-    ingest_cli.add_parser(sub)
-    process_cli.add_parser(sub)
-    process_cli.add_score_parser(sub)
-    storage_cli.add_parser(sub)
-    dashboards_cli.add_parser(sub)
-    verify.add_parser(sub)
+    for module, function, names, extra in COMMANDS:
+        try:
+            register = getattr(importlib.import_module(module), function)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.split(".")[0] in {m.split(".")[0] for m, *_ in COMMANDS}:
+                raise  # our own module missing is a bug, not an image without an extra
+            for name in names:
+                _unavailable(sub, name, extra, exc.name or "?")
+            continue
+        register(sub)
     return parser
 
 

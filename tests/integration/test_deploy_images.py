@@ -175,8 +175,6 @@ def _blocked_modules(extra: str) -> set[str]:
     return blocked
 
 
-@pytest.mark.xfail(strict=True, reason="deploy/cli.py imports every service's CLI module at start, and those "
-                   "import their service's dependencies (paho, urllib3, ...): reported to the lead")
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_image_command_starts_with_only_its_extra_installed(name: str):
     extra, command, _service = EXPECTED[name]
