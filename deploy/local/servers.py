@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from deploy.local import artifacts
+from deploy.local.mqtt_security import MqttSecurity
 
 log = logging.getLogger("deploy.servers")
 
@@ -275,8 +276,9 @@ class ManagedServer(ABC):
 # -- Mosquitto -----------------------------------------------------------------------------------------
 
 
-def mqtt_connect_ok(host: str, port: int, timeout: float = 2.0) -> bool:
-    """A real MQTT 3.1.1 CONNECT; True when the broker answers CONNACK "accepted"."""
+def mqtt_connect_ok(host: str, port: int, timeout: float = 2.0, *, any_answer: bool = False) -> bool:
+    """A real MQTT 3.1.1 CONNECT; True when the broker answers CONNACK "accepted" (or, with
+    ``any_answer``, any CONNACK: a broker with auth on refuses the anonymous probe, but it answers)."""
     client_id = f"tsdemo-probe-{os.getpid()}".encode()
     # protocol name "MQTT", level 4, flags: clean session, keep-alive 10s; payload: the client id
     body = b"\x00\x04MQTT\x04\x02\x00\x0a" + len(client_id).to_bytes(2, "big") + client_id
@@ -291,7 +293,7 @@ def mqtt_connect_ok(host: str, port: int, timeout: float = 2.0) -> bool:
             reply += chunk
         with contextlib.suppress(OSError):
             sock.sendall(b"\xe0\x00")  # DISCONNECT, so the broker logs a clean goodbye
-    return reply == b"\x20\x02\x00\x00"
+    return reply == b"\x20\x02\x00\x00" or (any_answer and reply[:2] == b"\x20\x02")
 
 
 class Mosquitto(ManagedServer):
@@ -300,8 +302,10 @@ class Mosquitto(ManagedServer):
     name = "mosquitto"
     ready_timeout = 15.0
 
-    def __init__(self, state_dir: Path, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, state_dir: Path, port: int, host: str = "127.0.0.1", *,
+                 security: MqttSecurity | None = None) -> None:
         super().__init__(state_dir, port, host)
+        self.security = security
         self.config_path = self.state_dir / "mosquitto.conf"
         self.data_dir = self.state_dir / "data"
         self.log_path = self.state_dir / "mosquitto.log"
@@ -319,7 +323,7 @@ class Mosquitto(ManagedServer):
         self.config_path.write_text(
             f"""# written by deploy.local.servers on every start; edits are lost
 listener {self.port} {self.host}
-allow_anonymous true
+{self.security.config(self.state_dir) if self.security else "allow_anonymous true"}
 # Started as root, mosquitto would switch to the "mosquitto" user, which cannot write our state dir.
 user {pwd.getpwuid(os.geteuid()).pw_name}
 
@@ -346,7 +350,10 @@ log_timestamp_format %Y-%m-%dT%H:%M:%S
         return [MOSQUITTO_BIN, "-c", str(self.config_path)]
 
     def _probe(self) -> bool:
-        return mqtt_connect_ok(_client_host(self.host), self.port)
+        if self.security is not None and self.security.tls is not None:
+            with socket.create_connection((_client_host(self.host), self.port), timeout=2.0):
+                return True
+        return mqtt_connect_ok(_client_host(self.host), self.port, any_answer=self.security is not None)
 
 
 # -- Kafka ---------------------------------------------------------------------------------------------
