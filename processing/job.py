@@ -161,7 +161,8 @@ def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
 
     spark.streams.addListener(Health())
     raw = kafka_source(spark, settings)
-    classified = T.classify(T.parse_readings(raw), settings.max_metrics, settings.max_future_s * 1000)
+    parsed = T.parse_readings(raw, settings.max_readings)
+    classified = T.classify(parsed, settings.max_metrics, settings.max_future_s * 1000)
     ckpt = settings.checkpoint_dir
     samples = T.explode_metrics(T.deduplicate(T.valid_readings(classified), settings.watermark))
     windows = T.device_windows(samples, settings.window)

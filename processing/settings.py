@@ -24,6 +24,8 @@ class ProcessingSettings(InfluxSettings):
     watermark: str = Field("30 seconds", description="how late a reading may be and still be counted")
     trigger: str = Field("2 seconds", description="micro-batch trigger interval")
     max_metrics: int = Field(32, ge=1, description="readings with more metrics than this are invalid")
+    max_readings: int = Field(10_000, ge=1, description="a message with more readings than this goes to the DLQ "
+                              "whole")
     max_future_s: int = Field(
         10, ge=0, description="readings stamped further ahead of their Kafka receive time than this are invalid "
         "(must stay below the watermark, or one fast clock would make everyone else's readings late)"

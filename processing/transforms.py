@@ -36,11 +36,12 @@ READING_SCHEMA = StructType(
 EARLIEST_TS_MS = 946_684_800_000  # 2000-01-01
 
 
-def parse_readings(raw: DataFrame) -> DataFrame:
+def parse_readings(raw: DataFrame, max_readings: int = 10_000) -> DataFrame:
     """One row per reading found in each message, with ``reason`` null when it is valid.
 
     Both payload forms are parsed against the explicit schema: an object, or an array of them.
-    A message that is not JSON (or not UTF-8 JSON of objects) yields one row with a reason.
+    A message that is not JSON (or not UTF-8 JSON of objects) yields one row with a reason, and so
+    does an array of more than ``max_readings`` (one DLQ record, not one per reading).
     """
     text = F.col("value").cast("string")
     is_array = F.ltrim(text).startswith("[")
@@ -49,10 +50,10 @@ def parse_readings(raw: DataFrame) -> DataFrame:
     )
     with_readings = raw.select(
         "value", "partition", "offset", F.col("timestamp").alias("kafka_ts"), parsed.alias("readings")
-    )
+    ).withColumn("_too_many", F.size("readings") > max_readings)
     exploded = with_readings.select(
-        "value", "partition", "offset", "kafka_ts", (F.size("readings") == 0).alias("_empty"),
-        F.posexplode_outer("readings").alias("idx", "r"),
+        "value", "partition", "offset", "kafka_ts", (F.size("readings") == 0).alias("_empty"), "_too_many",
+        F.posexplode_outer(F.when(~F.col("_too_many"), F.col("readings"))).alias("idx", "r"),
     )
     # Spark's permissive parser turns text that is not a reading into a row of nulls, not a null.
     all_null = F.col("r").isNull() | F.coalesce(
@@ -63,7 +64,7 @@ def parse_readings(raw: DataFrame) -> DataFrame:
         "value", "partition", "offset", "kafka_ts", "idx", "r.*", all_null.alias("_missing"),
         # Spark keeps a string's raw bytes, so bad UTF-8 is still detectable here.
         (~F.is_valid_utf8(F.col("value").cast("string"))).alias("_bad_utf8"),
-        "_empty",
+        "_empty", "_too_many",
     )
 
 
@@ -78,6 +79,7 @@ def _invalid_reason(max_metrics: int, max_future_ms: int) -> Column:
     checks = [
         (F.col("_bad_utf8"), "payload is not valid UTF-8"),
         (F.col("_empty"), "empty batch"),
+        (F.col("_too_many"), "too many readings in one message"),
         (F.col("_missing"), "malformed JSON or not a reading object"),
         (F.col("device_id").isNull() | (F.length("device_id") == 0), "missing or invalid device_id"),
         (F.col("site").isNull() | (F.length("site") == 0), "missing or invalid site"),

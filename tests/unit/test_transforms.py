@@ -74,6 +74,12 @@ def test_invalid_readings_get_a_reason(spark, payload, reason):
     assert [r["reason"] for r in rows] == [reason]
 
 
+def test_an_oversized_batch_is_one_dlq_record(spark):
+    payload = json.dumps([reading(seq=i) for i in range(5)])
+    rows = T.classify(T.parse_readings(frame(spark, [payload]), max_readings=4), 4, 10_000).collect()
+    assert [r["reason"] for r in rows] == ["too many readings in one message"]
+
+
 def test_good_readings_beside_bad_ones_are_kept(spark):
     payload = json.dumps([reading(seq=0), reading(seq=-5), reading(seq=1)])
     df = classified(spark, [payload])
