@@ -8,12 +8,13 @@ datasource provisioning file, so one set of variables describes the stack; here 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from servicekit.contract import INFLUX_DATABASE
-from servicekit.settings import ServiceSettings
+from servicekit.settings import ServiceSettings, secrets_from_files
 
 # The generated provisioning tree, committed; compose and Kubernetes mount exactly this folder.
 COMMITTED = Path(__file__).resolve().parent / "provisioning"
@@ -36,10 +37,13 @@ def _http_url(value: str, what: str) -> str:
 class GrafanaSettings(ServiceSettings):
     grafana_url: str = Field("http://127.0.0.1:3000", description="Grafana base URL, http(s)://host:port[/prefix]")
     grafana_user: str = Field("admin", description="Grafana user for basic auth (not used with --grafana-token)")
-    grafana_password: SecretStr = Field(SecretStr("admin"), description="password of --grafana-user")
+    grafana_password: SecretStr = Field(SecretStr("admin"), description="password of --grafana-user (Grafana's "
+                                        "own first-start default; set yours)")
+    grafana_password_file: Path | None = Field(None, description="file holding --grafana-password (a mounted secret)")
     grafana_token: SecretStr | None = Field(
         None, description="service account token (sent as 'Authorization: Bearer'), instead of user and password"
     )
+    grafana_token_file: Path | None = Field(None, description="file holding --grafana-token (a mounted secret)")
     grafana_wait_s: float = Field(60.0, ge=0, description="seconds to wait for Grafana's /api/health to answer ok")
     grafana_timeout_s: float = Field(10.0, gt=0, description="seconds to wait for one HTTP request to Grafana")
     influx_url: str = Field(
@@ -48,6 +52,16 @@ class GrafanaSettings(ServiceSettings):
     influx_database: str = Field(INFLUX_DATABASE, min_length=1, description="InfluxDB database of the datasource")
     influx_username: str | None = Field(None, description="InfluxDB user for the datasource (InfluxDB auth on)")
     influx_password: SecretStr | None = Field(None, description="password of --influx-username")
+    influx_password_file: Path | None = Field(None, description="file holding --influx-password")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        return secrets_from_files(data, (
+            ("grafana_password", "grafana_password_file", "Grafana password"),
+            ("grafana_token", "grafana_token_file", "Grafana token"),
+            ("influx_password", "influx_password_file", "InfluxDB password"),
+        ))
 
     @field_validator("grafana_url")
     @classmethod

@@ -6,11 +6,12 @@ Only imported by services that install paho-mqtt (the generator and ingest extra
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from servicekit.settings import ServiceSettings
+from servicekit.settings import ServiceSettings, secrets_from_files
 
 
 class MqttSettings(ServiceSettings):
@@ -25,9 +26,12 @@ class MqttSettings(ServiceSettings):
     mqtt_key_file: Path | None = Field(None, description="private key (PEM) of the MQTT client certificate")
     mqtt_keepalive_s: int = Field(30, ge=5, description="MQTT keepalive in seconds")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        return secrets_from_files(data, (("mqtt_password", "mqtt_password_file", "MQTT password"),))
+
     def password(self) -> str | None:
-        if self.mqtt_password_file is not None:
-            return self.mqtt_password_file.read_text().strip()
         return self.mqtt_password
 
 

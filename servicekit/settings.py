@@ -76,8 +76,31 @@ def settings_from_args(model: type[S], args: argparse.Namespace) -> S:
         raise SystemExit(2) from None
 
 
-def default_state_dir() -> Path:
-    return Path(".tsdemo")
+def read_secret(path: Path, what: str) -> str:
+    """A secret from a file (a mounted container secret), stripped; a clear error when unreadable or empty."""
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} file {str(path)!r}: {exc.strerror or exc}") from None
+    if not secret:
+        raise ValueError(f"the {what} file {str(path)!r} is empty")
+    return secret
+
+
+def secrets_from_files(data: Any, pairs: tuple[tuple[str, str, str], ...]) -> Any:
+    """For a ``mode="before"`` model validator: fills each (secret, file field, what) from its file.
+
+    Reading before field validation keeps the model frozen and validates the secret like one given
+    directly; an explicit value wins over its file.
+    """
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    for secret, file_key, what in pairs:
+        path = data.get(file_key)
+        if path and not data.get(secret):
+            data[secret] = read_secret(Path(path), what)
+    return data
 
 
 def add_service_command(

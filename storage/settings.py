@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from servicekit.contract import INFLUX_DATABASE
-from servicekit.settings import ServiceSettings
+from servicekit.settings import ServiceSettings, secrets_from_files
 
 _DURATION_PART = re.compile(r"(\d+)(ns|us|u|µ|ms|s|m|h|d|w)")
 _UNIT_S = {
@@ -43,16 +43,6 @@ def _retention(value: str) -> str:
             f"retention {value!r} is shorter than InfluxDB's minimum of 1h (use INF to keep forever)"
         )
     return "INF" if seconds == 0 else value
-
-
-def _read_secret(path: Path, what: str) -> str:
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ValueError(f"cannot read the {what} file {str(path)!r}: {exc.strerror or exc}") from None
-    if not secret:
-        raise ValueError(f"the {what} file {str(path)!r} is empty")
-    return secret
 
 
 class InfluxSettings(ServiceSettings):
@@ -86,19 +76,10 @@ class InfluxSettings(ServiceSettings):
     @model_validator(mode="before")
     @classmethod
     def _secrets_from_files(cls, data: Any) -> Any:
-        # Files are read here, before field validation, so the model stays frozen and the secret
-        # is validated like one given directly; an explicit value wins over its file.
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        for secret, file_key, what in (
+        return secrets_from_files(data, (
             ("influx_password", "influx_password_file", "password"),
             ("influx_token", "influx_token_file", "token"),
-        ):
-            path = data.get(file_key)
-            if path and not data.get(secret):
-                data[secret] = _read_secret(Path(path), what)
-        return data
+        ))
 
     @field_validator("influx_url")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dashboards import local
-from dashboards.provisioning import COMMITTED
+from dashboards.settings import COMMITTED
 
 
 def _fake_install(root: Path, name: str) -> Path:

@@ -11,6 +11,7 @@ import yaml
 
 from dashboards import cli, provisioning
 from dashboards.conventions import FOLDER_TITLE
+from dashboards.settings import COMMITTED
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
@@ -24,7 +25,7 @@ def _cli(*argv: str) -> int:
 
 
 def test_the_committed_tree_is_what_the_code_generates():
-    stale = provisioning.stale(provisioning.COMMITTED)
+    stale = provisioning.stale(COMMITTED)
     assert stale == [], f"run `tsdemo dashboards generate`: {stale}"
 
 
@@ -109,7 +110,7 @@ def test_deployments_mount_exactly_the_generated_tree():
     if not deployments:
         pytest.skip("no deployment under deploy/ mounts Grafana's provisioning directory yet")
     generated = {name.rsplit("/", 1)[1]: content for name, content in provisioning.files().items()}
-    committed = provisioning.COMMITTED.resolve()
+    committed = COMMITTED.resolve()
     checked = 0
     for path in deployments:
         files = set()
