@@ -1,110 +1,86 @@
 """The bridge: MQTT 5 shared subscription in, Kafka (acks=all, idempotent) out.
 
-At-least-once: a message is acknowledged to the broker only after Kafka acknowledged its write,
-in arrival order. Backpressure: the MQTT 5 receive maximum caps the messages the broker sends
-before our acks, so when Kafka stalls the broker keeps the rest (in its persistent session)
-instead of this process buffering without limit.
+At-least-once: a message is acknowledged to the broker only after Kafka acknowledged its write, in
+arrival order (``ingest.acks``). Until then the broker keeps it in this bridge's persistent session
+(clean start off, a session expiry, a client id stable per instance), so a bridge killed at any
+moment gets it again when it comes back under the same client id.
+
+Backpressure: the MQTT 5 receive maximum we send (``max_inflight``) asks the broker to hand us no
+more unacknowledged messages than that; when Kafka is slow or down our acks stop, so the broker stops
+sending and keeps the rest queued in our session. It resumes by itself as acks flow again. The
+bridge enforces the same bound itself, because Mosquitto 2.0.11 overshoots the receive maximum once
+a backlog is queued for a session: each in-order ack releases up to a whole window from the queue
+(eclipse-mosquitto/mosquitto#2301; after a Kafka outage we saw ~3,800 in flight against 50). When
+it holds ``max_inflight`` messages, ``on_message`` waits for room before taking the next, so paho
+stops reading the socket and TCP pushes back on the broker, which keeps the rest. While it waits,
+paho sends no keepalive: if Kafka stays stalled for 1.5 keepalive intervals the broker drops the
+connection, and on reconnecting it delivers the unacknowledged messages again (duplicates, never
+loss).
+
+Load sharing: several bridges subscribe to ``$share/<group>/<filter>`` and the broker deals the
+messages out among them. Mosquitto deals round-robin over every member of the group, connected or
+not, and keeps what it dealt to an absent member (its unacknowledged messages too) in that member's
+session: another member does not take them over. A bridge that goes away must come back under its
+client id before its session expires, or what it held is lost with the session.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 
 import paho.mqtt.client as mqtt
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY
 
 from ingest.acks import OrderedAcks
+from ingest.forwarder import Forwarder, ProducerFactory, make_producer
+from ingest.metrics import LEFT, RECEIVED
+from ingest.records import Message, Router
 from ingest.settings import BridgeSettings
 from servicekit.mqtt import make_client
-from servicekit.service import log_event
+from servicekit.service import log_event, serve_health
 
 log = logging.getLogger("ingest.bridge")
 
-RECEIVED = Counter("tsdemo_ingest_received_total", "MQTT messages received")
-FORWARDED = Counter("tsdemo_ingest_forwarded_total", "messages acknowledged by Kafka")
-REJECTED = Counter("tsdemo_ingest_rejected_total", "messages sent to the DLQ", ["reason"])
-KAFKA_ERRORS = Counter("tsdemo_ingest_kafka_errors_total", "failed Kafka writes (retried)")
-INFLIGHT = Gauge("tsdemo_ingest_inflight", "messages received and not yet acknowledged by Kafka")
-ACK_LATENCY = Histogram(
-    "tsdemo_ingest_kafka_ack_seconds", "time from MQTT receive to Kafka acknowledgement",
-    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
+
+def _always() -> bool:
+    return True
 
 
-def kafka_key(topic: str) -> bytes:
-    """The topic's last segment: the device (or gateway), so its readings stay in one partition."""
-    return topic.rsplit("/", 1)[-1].encode()
+def _nothing() -> None:
+    return None
 
 
 class Bridge:
-    def __init__(self, settings: BridgeSettings) -> None:
+    def __init__(self, settings: BridgeSettings, producer_factory: ProducerFactory | None = None) -> None:
         self.settings = settings
         self.connected = threading.Event()
-        self.producer: KafkaProducer | None = None
         self.client = make_client(settings, settings.client_id, manual_ack=True)
         self.acks = OrderedAcks(lambda mid: self.client.ack(mid, 1))
+        router = Router(settings.kafka_topic, settings.kafka_dlq_topic, settings.max_message_bytes,
+                        settings.kafka_max_request_bytes)
+        self.forwarder = Forwarder(router, producer_factory or functools.partial(make_producer, settings),
+                                   max_held=settings.max_inflight)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
-        self._retry_timers: set[threading.Timer] = set()
+        self._stopping = threading.Event()  # wakes on_message out of wait_for_room at shutdown
+        self._draining = False
+        self._intake = threading.Lock()  # makes "check draining, then register" one step
         self._closing = False
-        self._kafka_failing = False
 
-    # -- Kafka -----------------------------------------------------------------------------------
-    def connect_kafka(self, stop: threading.Event) -> bool:
-        delay = 0.5
-        while not stop.is_set():
-            try:
-                self.producer = KafkaProducer(
-                    bootstrap_servers=self.settings.kafka_bootstrap.split(","),
-                    acks="all",
-                    enable_idempotence=True,
-                    linger_ms=self.settings.linger_ms,
-                    client_id=self.settings.client_id,
-                    bootstrap_timeout_ms=10_000,
-                    **self.settings.kafka_security(),
-                )
-                return True
-            except KafkaError as exc:
-                log.warning("Kafka at %s not reachable yet (%s); retrying in %.1fs",
-                            self.settings.kafka_bootstrap, exc, delay)
-                stop.wait(delay)
-                delay = min(delay * 2, 10)
-        return False
-
-    def _send(self, topic: str, payload: bytes, headers: list, token: list | None, received: float,
-              attempt: int = 0) -> None:
-        assert self.producer is not None
-        future = self.producer.send(topic, value=payload, key=kafka_key(headers[0][1].decode()), headers=headers)
-
-        def ok(_meta: object) -> None:
-            self._kafka_failing = False
-            ACK_LATENCY.observe(time.monotonic() - received)
-            FORWARDED.inc()
-            INFLIGHT.dec()
-            if token is not None:
-                self.acks.done(token)
-
-        def failed(exc: Exception) -> None:
-            # Not acknowledged to MQTT, so nothing is lost even if we die now; retrying here
-            # avoids waiting for a reconnect to get the message again.
-            KAFKA_ERRORS.inc()
-            self._kafka_failing = True
-            backoff = min(0.5 * 2**attempt, 10.0)
-            log.warning("Kafka write failed (%s); retry %d in %.1fs", exc, attempt + 1, backoff)
-            timer = threading.Timer(backoff, self._send, (topic, payload, headers, token, received, attempt + 1))
-            timer.daemon = True
-            self._retry_timers.add(timer)
-            timer.start()
-
-        future.add_callback(ok)
-        future.add_errback(failed)
+    def start(self, stop: threading.Event) -> bool:
+        """Connect to Kafka (waiting for it), then to MQTT; False if ``stop`` was set first."""
+        if not self.forwarder.connect(stop):
+            return False
+        self.forwarder.start()
+        self.start_mqtt()
+        return True
 
     # -- MQTT ------------------------------------------------------------------------------------
     def start_mqtt(self) -> None:
@@ -127,73 +103,115 @@ class Bridge:
         if reason_code.is_failure:
             log.error("MQTT connect refused: %s", reason_code)
             return
+        # Subscribing again on a resumed session changes nothing and covers a session that expired.
         client.subscribe(self.subscription(), qos=1)
         log_event(log, "connected to MQTT", subscription=self.subscription(), session_present=flags.session_present)
         self.connected.set()
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # noqa: ANN001
+        for code in reason_codes:
+            if code.is_failure:
+                log.error("subscription to %s refused: %s", self.subscription(), code)
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         self.connected.clear()
+        # The broker delivers every unacknowledged message again on the next connection; their
+        # writes still under way only add duplicates, and their acks must not go out on it.
+        dropped = self.acks.reset()
         if not self._closing:
-            log.warning("disconnected from MQTT: %s; reconnecting", reason_code)
+            log.warning("disconnected from MQTT (%s) with %d messages unacknowledged; reconnecting",
+                        reason_code, dropped)
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:  # noqa: ANN001
+        # Runs on paho's network thread, which also carries keepalives and acks: never touch Kafka
+        # here; only wait when max_inflight messages are held (see the module docstring).
         received = time.monotonic()
         RECEIVED.inc()
-        INFLIGHT.inc()
-        token = self.acks.arrived(msg.mid) if msg.qos > 0 else None
-        headers = [("mqtt_topic", msg.topic.encode()), ("received_ms", str(int(time.time() * 1000)).encode())]
-        if len(msg.payload) > self.settings.max_message_bytes:
-            reason = f"payload of {len(msg.payload)} bytes exceeds max_message_bytes {self.settings.max_message_bytes}"
-            REJECTED.labels("too_large").inc()
-            # The DLQ keeps the reason and the start of the payload, enough to find the sender.
-            self._send(self.settings.kafka_dlq_topic, msg.payload[:1024],
-                       headers + [("reason", reason.encode())], token, received)
+        # Outside the intake lock: shutdown takes that lock and must be able to end this wait.
+        if not self.forwarder.wait_for_room(self._stopping):
+            LEFT.inc()
             return
-        self._send(self.settings.kafka_topic, msg.payload, headers, token, received)
+        with self._intake:
+            if self._draining:
+                LEFT.inc()  # not acknowledged: it stays in our session for the next start
+                return
+            message = Message(msg.topic, msg.payload, int(time.time() * 1000))
+            if msg.qos == 0:
+                self.forwarder.submit(message, received, _nothing, _always)
+                return
+            token = self.acks.arrived(msg.mid)
+            self.forwarder.submit(message, received, functools.partial(self.acks.done, token),
+                                  functools.partial(self.acks.is_current, token))
 
     # -- lifecycle -------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, dict]:
-        # kafka-python connects lazily, so "connected" means nothing before the first send; the
-        # outcome of the last write is what tells whether Kafka is taking our messages.
-        kafka_ok = self.producer is not None and not self._kafka_failing
-        return self.connected.is_set() and kafka_ok, {
-            "mqtt": self.connected.is_set(), "kafka": kafka_ok, "inflight": self.acks.pending(),
+        # kafka-python connects lazily, so a producer's existence says little; the outcome of the
+        # last write tells whether Kafka is taking our messages.
+        mqtt_ok, kafka_ok = self.connected.is_set(), self.forwarder.kafka_ok()
+        return mqtt_ok and kafka_ok, {
+            "mqtt": mqtt_ok, "kafka": kafka_ok, "inflight": self.forwarder.held(), "unacked": self.acks.pending(),
+            "kafka_stalled_s": round(self.forwarder.stalled_s(), 1),
         }
 
     def shutdown(self, timeout_s: float = 30.0) -> None:
-        """Finish what is in flight (Kafka writes and their MQTT acks), then disconnect."""
+        """Take no new messages, finish those in flight (Kafka writes and their acks), then disconnect."""
+        self._stopping.set()
+        with self._intake:
+            # Under the lock: a message that got past the check is registered, so pending() counts it.
+            self._draining = True
         deadline = time.monotonic() + timeout_s
-        if self.producer is not None:
-            while self.acks.pending() and time.monotonic() < deadline:
-                self.producer.flush(timeout=max(0.1, deadline - time.monotonic()))
-                time.sleep(0.05)
+        while self.acks.pending() and time.monotonic() < deadline:
+            time.sleep(0.05)
         left = self.acks.pending()
         if left:
             log.warning("%d messages unacknowledged at exit; the broker will deliver them again", left)
         self._closing = True
+        if self.connected.is_set() and not self._acks_delivered():
+            log.warning("the broker did not confirm our last acks; it may deliver those messages again")
         self.client.disconnect()
         self.client.loop_stop()
-        if self.producer is not None:
-            self.producer.close(timeout=5)
-        for timer in self._retry_timers:
-            timer.cancel()
+        self.forwarder.close()
+
+    def _acks_delivered(self, timeout_s: float = 5.0) -> bool:
+        """A round trip behind our last acks: True once the broker has processed them.
+
+        Closing right after the DISCONNECT loses what is still unread on either side: with messages
+        still arriving, our close resets the connection and the broker may drop our last PUBACKs
+        unread. The broker handles a client's packets in order, so its answer to an UNSUBSCRIBE
+        queued after them means they were processed. The topic is one we never subscribe to, so the
+        unsubscribe changes nothing in the session.
+        """
+        answered = threading.Event()
+        self.client.on_unsubscribe = lambda *_args: answered.set()
+        rc, _mid = self.client.unsubscribe(f"tsdemo/ack-barrier/{self.settings.client_id}")
+        return rc == mqtt.MQTT_ERR_SUCCESS and answered.wait(timeout_s)
 
 
-def run_bridge(settings: BridgeSettings, stop: threading.Event) -> None:
-    from servicekit.service import serve_health
+def _forwarded() -> int:
+    return int(REGISTRY.get_sample_value("tsdemo_ingest_forwarded_total") or 0)
 
+
+def run_bridge(settings: BridgeSettings, stop: threading.Event) -> int:
+    """Run until ``stop`` is set; returns the exit status (1 if the forwarding thread died)."""
     bridge = Bridge(settings)
     server = serve_health(settings.health_port, bridge.healthy)
-    if not bridge.connect_kafka(stop):
-        return
-    bridge.start_mqtt()
-    last = 0.0
-    while not stop.wait(5.0):
-        forwarded = FORWARDED._value.get()
-        log_event(log, "progress", forwarded=int(forwarded), rate=round((forwarded - last) / 5.0, 1),
-                  inflight=bridge.acks.pending())
-        last = forwarded
-    bridge.shutdown()
-    if server is not None:
-        server.shutdown()
-    log_event(log, "bridge stopped", forwarded=int(FORWARDED._value.get()))
+    status = 0
+    try:
+        if not bridge.start(stop):
+            return 0
+        last = _forwarded()
+        while not stop.wait(5.0):
+            if not bridge.forwarder.alive():
+                log.error("the Kafka forwarding thread died; exiting so the bridge is restarted")
+                status = 1
+                break
+            forwarded = _forwarded()
+            log_event(log, "progress", forwarded=forwarded, rate=round((forwarded - last) / 5.0, 1),
+                      inflight=bridge.forwarder.held())
+            last = forwarded
+        bridge.shutdown(settings.shutdown_timeout_s)
+        log_event(log, "bridge stopped", forwarded=_forwarded())
+    finally:
+        if server is not None:
+            server.shutdown()
+    return status

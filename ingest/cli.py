@@ -13,8 +13,7 @@ def _run(settings: BridgeSettings) -> int:
     from ingest.bridge import run_bridge
 
     setup_logging(settings.log_level)
-    run_bridge(settings, stop_on_signals())
-    return 0
+    return run_bridge(settings, stop_on_signals())
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Subscribe to $share/<group>/sensors/# (MQTT 5, persistent session) and forward each payload\n"
             "unchanged to Kafka, keyed by the topic's last segment; acknowledge MQTT only after Kafka.\n"
-            "Run several with different --client-id values to split the load."
+            "Run several with different --client-id values to split the load; restart each under its own\n"
+            "--client-id: the broker keeps that instance's share of the messages in its session meanwhile."
         ),
     )
