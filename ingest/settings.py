@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationInfo, field_validator
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from servicekit.contract import KAFKA_DLQ_TOPIC, KAFKA_TOPIC, TOPIC_FILTER
 from servicekit.mqtt import MqttSettings
+from servicekit.settings import secrets_from_files
 
 
 class BridgeSettings(MqttSettings):
@@ -23,6 +27,7 @@ class BridgeSettings(MqttSettings):
     kafka_sasl_mechanism: str | None = Field(None, description="Kafka SASL mechanism (PLAIN, SCRAM-SHA-512)")
     kafka_sasl_username: str | None = Field(None, description="Kafka SASL username")
     kafka_sasl_password: str | None = Field(None, description="Kafka SASL password")
+    kafka_sasl_password_file: Path | None = Field(None, description="file holding the Kafka SASL password")
     kafka_max_request_bytes: int = Field(1_048_576, ge=1024, description="largest Kafka record the bridge "
                                          "writes (producer max_request_size); keep it at or below the "
                                          "topics' max.message.bytes")
@@ -44,6 +49,11 @@ class BridgeSettings(MqttSettings):
         if value < info.data.get("linger_ms", 0) + 1000:
             raise ValueError("must be at least linger_ms + 1000")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kafka_secret_from_file(cls, data: Any) -> Any:
+        return secrets_from_files(data, (("kafka_sasl_password", "kafka_sasl_password_file", "Kafka SASL password"),))
 
     def kafka_security(self) -> dict:
         extra: dict = {"security_protocol": self.kafka_security_protocol}
