@@ -5,10 +5,16 @@ ours: a semaphore taken per message and given back when the broker's PUBACK arri
 when paho has written the message to the socket). paho reconnects on its own with the backoff set
 in ``servicekit.mqtt.make_client``; at QoS 1 it keeps unacknowledged messages and sends them again
 after a reconnect, at QoS 0 we wait for the connection rather than let paho drop the message.
+
+Mosquitto saves its store to disk periodically, so a broker killed without warning loses what it
+acknowledged since the last save. The publisher therefore keeps what was acknowledged in the last
+``resend_window_s`` seconds and sends it again after every reconnect: the same reading ids, which
+processing deduplicates, so nothing is counted twice and nothing acknowledged is lost.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -29,6 +35,9 @@ SENT = Counter("tsdemo_generator_messages_sent_total", "MQTT messages handed to 
 ACKED_MESSAGES = Counter("tsdemo_generator_messages_acked_total", "MQTT messages acknowledged by the broker")
 REFUSED = Counter("tsdemo_generator_messages_refused_total", "MQTT messages the broker refused")
 INFLIGHT = Gauge("tsdemo_generator_messages_inflight", "MQTT messages not yet acknowledged")
+RESENT = Counter("tsdemo_generator_messages_resent_total", "acknowledged messages sent again after a reconnect")
+#: A cap on the resend buffer whatever the rate: at most this many recent messages are kept.
+RESEND_MAX_MESSAGES = 20_000
 #: MQTT 5 session expiry: the broker keeps our session (and the flows of in-flight messages) this long.
 SESSION_EXPIRY_S = 3600
 
@@ -43,8 +52,14 @@ class WindowedPublisher:
         qos: int,
         max_inflight: int,
         on_acked: Callable[[Message], Any],
+        *,
+        resend_window_s: float = 0.0,
     ) -> None:
         self.qos = qos
+        self.resend_window_s = resend_window_s
+        self._recent: collections.deque[tuple[float, str, bytes]] = collections.deque(maxlen=RESEND_MAX_MESSAGES)
+        self._resend_mids: set[int] = set()
+        self._connected_before = False
         self.on_acked = on_acked
         self._window = threading.BoundedSemaphore(max_inflight)
         self._lock = threading.Lock()
@@ -82,7 +97,24 @@ class WindowedPublisher:
             log.error("MQTT connect refused: %s", reason_code)
             return
         log.info("connected to MQTT broker", extra={"fields": {"session_present": flags.session_present}})
+        if self._connected_before:
+            self._resend_recent(client)
+        self._connected_before = True
         self.connected.set()
+
+    def _resend_recent(self, client: mqtt.Client) -> None:
+        # Runs in paho's network thread, so no PUBACK can arrive before each mid is registered.
+        horizon = time.monotonic() - self.resend_window_s
+        with self._lock:
+            recent = [(topic, payload) for at, topic, payload in self._recent if at >= horizon]
+        for topic, payload in recent:
+            info = client.publish(topic, payload, qos=self.qos)
+            with self._lock:
+                self._resend_mids.add(info.mid)
+        if recent:
+            RESENT.inc(len(recent))
+            log.info("sent the last %.1fs of acknowledged messages again", self.resend_window_s,
+                     extra={"fields": {"messages": len(recent)}})
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         self.connected.clear()
@@ -93,6 +125,9 @@ class WindowedPublisher:
         # Runs in paho's network thread, which holds paho's message lock: publish() must never hold
         # our lock while calling into paho, or the two would wait for each other.
         with self._lock:
+            if mid in self._resend_mids:
+                self._resend_mids.discard(mid)
+                return
             message = self._pending.pop(mid, None)
             if message is None:
                 self._early[mid] = reason_code
@@ -108,6 +143,9 @@ class WindowedPublisher:
             else:
                 ACKED_MESSAGES.inc()
                 self.on_acked(message)
+                if self.resend_window_s and self.qos > 0:
+                    with self._lock:
+                        self._recent.append((time.monotonic(), message.topic, message.payload))
         finally:
             INFLIGHT.dec()
             self._window.release()

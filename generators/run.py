@@ -95,7 +95,8 @@ def run(settings: GeneratorSettings, stop: threading.Event | None = None) -> Run
         acked["last"] = time.monotonic()
 
     source = make_source(settings, ledger, int(time.time() * 1000))
-    publisher = WindowedPublisher(settings, settings.client_id, settings.qos, settings.max_inflight, on_acked)
+    publisher = WindowedPublisher(settings, settings.client_id, settings.qos, settings.max_inflight, on_acked,
+                                  resend_window_s=settings.resend_window_s)
     batcher = Batcher(settings.batch, int(settings.late_threshold_s * 1000))
 
     def health() -> tuple[bool, dict]:

@@ -28,6 +28,10 @@ class GeneratorSettings(MqttSettings):
     # -- MQTT ------------------------------------------------------------------------------------------
     qos: int = Field(1, ge=0, le=1, description="MQTT QoS for publishing (0: the ledger counts what was "
                      "written to the socket, not what the broker acknowledged)")
+    resend_window_s: float = Field(
+        3.0, ge=0, description="after every reconnect, send again what the broker acknowledged in the last this "
+        "many seconds (a broker that crashes loses what it had not saved yet; duplicates are dropped downstream)"
+    )
     max_inflight: int = Field(
         2000, ge=1, le=60_000, description="unacknowledged MQTT messages allowed at once (QoS 1)"
     )
