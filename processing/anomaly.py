@@ -24,7 +24,7 @@ class DetectorConfig:
     alpha: float = 0.05
     z_threshold: float = 5.0
     warmup: int = 30
-    stuck_run: int = 8
+    stuck_run: int = 5
 
 
 @dataclass

@@ -32,7 +32,7 @@ class ProcessingSettings(InfluxSettings):
     )
     anomaly_z: float = Field(5.0, gt=0, description="EWMA z-score above which a reading is an anomaly")
     anomaly_warmup: int = Field(30, ge=1, description="readings a series needs before the z-score detector fires")
-    anomaly_stuck_run: int = Field(8, ge=2, description="equal values in a row that make a stuck sensor")
+    anomaly_stuck_run: int = Field(5, ge=2, description="equal values in a row that make a stuck sensor")
     checkpoint_dir: Path = Field(Path(".tsdemo/checkpoints/processing"), description="checkpoint directory "
                                  "(a shared filesystem such as HDFS or ABFS on a cluster)")
     ivy_dir: Path | None = Field(None, description="Ivy cache for Spark's Kafka connector (default: "

@@ -135,3 +135,23 @@ def test_kill_9_of_the_driver_and_a_restart_leave_every_window_exact(pipeline):
     assert wait_for(lambda: device_counts(pipeline, "crash-") == expected) is True, device_counts(pipeline, "crash-")
     rows = influx(pipeline).query('SELECT sum("sum") AS s FROM "device_window" WHERE "device_id" = \'crash-1\'')
     assert rows[0]["s"] == pytest.approx(sum(range(400)))
+
+
+def test_detections_are_scored_against_the_generators_ground_truth(pipeline):
+    labels = pipeline.workdir / "labels.jsonl"
+    pipeline.run(["generate", "--devices", "6", "--sites", "2", "--rate", "500", "--count", "4000",
+                  "--anomaly-rate", "0.01", "--seed", "11"],
+                 {"TSDEMO_CLIENT_ID": "gen-anomalies", "TSDEMO_LEDGER_PATH": str(pipeline.workdir / "anom.json"),
+                  "TSDEMO_LABELS_PATH": str(labels)})
+    assert labels.exists() and labels.read_text().strip()
+
+    def scored():
+        result = pipeline.run(["anomalies", "score", "--labels-path", str(labels), "--json-output"])
+        return json.loads(result.stdout)
+
+    report = wait_for(lambda: (lambda r: r if r["detections"] and r["per_kind"].get("spike", {}).get("found")
+                                else None)(scored()), timeout=120)
+    assert isinstance(report, dict), report
+    print("anomaly scores:", json.dumps(report))
+    assert 0.0 < report["precision"] <= 1.0 and 0.0 < report["recall"] <= 1.0
+    assert report["per_kind"]["spike"]["recall"] >= 0.5  # a spike of 4-8 noise widths is plain to see
