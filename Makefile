@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := mosquitto mosquitto-clients influxdb kcat
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages python-env artifacts deploy-tools demo test test-faults test-unit lint clean
+.PHONY: setup system-packages python-env artifacts deploy-tools demo test test-faults test-bench test-unit lint clean
 
 setup: system-packages python-env artifacts deploy-tools
 
@@ -46,6 +46,10 @@ test: setup
 # The long fault-injection suite: pauses, a TCP proxy with latency, drops and resets (about 15 min).
 test-faults: setup
 	$(BIN)/python -m pytest -m faults
+
+# The benchmark harness end to end on small sizes (its wiring, not its speed; about 6 min).
+test-bench: setup
+	$(BIN)/python -m pytest -m bench
 
 test-unit: python-env
 	$(BIN)/python -m pytest -m "not integration and not e2e"

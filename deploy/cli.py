@@ -19,6 +19,7 @@ COMMANDS = [
     ("storage.cli", "add_parser", ("storage",), "storage"),
     ("dashboards.cli", "add_parser", ("dashboards",), "dashboards"),
     ("deploy.verify", "add_parser", ("verify",), "storage"),
+    ("deploy.bench.cli", "add_parser", ("bench",), "bench"),
 ]
 
 

@@ -1,0 +1,93 @@
+"""One bench run's world: the real servers on free ports in a temporary state directory (started on
+first use, stopped at the end), the output directory and the rendered payloads, shared by every
+sub-bench of ``tsdemo bench all``."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from deploy.bench.payloads import PayloadSet, render_payloads
+from deploy.local.servers import InfluxDB, Kafka, ManagedServer, Mosquitto, create_topics, free_port
+
+#: Event times of rendered payloads are spaced as a fleet publishing this many readings/s: processing's
+#: dedupe and window state then match a stream of that rate, whatever speed the data is read at.
+EVENT_RATE = 20_000.0
+
+S = TypeVar("S", bound=ManagedServer)
+
+
+class BenchEnvironment:
+    def __init__(self, out_dir: Path, keep_state: bool = False, ready_timeout_s: float = 180.0) -> None:
+        self.out_dir = out_dir.resolve()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.logs = self.out_dir / "logs"
+        self.profiles = self.out_dir / "profiles"
+        self.state_dir = Path(tempfile.mkdtemp(prefix="tsdemo-bench-"))
+        self.keep_state = keep_state
+        self.ready_timeout_s = ready_timeout_s
+        self._servers: dict[str, ManagedServer] = {}
+        self._started = time.monotonic()
+
+    # -- progress ------------------------------------------------------------------------------------
+    def say(self, message: str) -> None:
+        print(f"[bench {time.monotonic() - self._started:6.0f}s] {message}", file=sys.stderr, flush=True)
+
+    # -- servers -------------------------------------------------------------------------------------
+    def _server(self, name: str, make: Callable[[], S]) -> S:
+        server = self._servers.get(name)
+        if server is None:
+            server = make()
+            self._servers[name] = server
+            self.say(f"starting {name} on {server.endpoint} (state in {server.state_dir})")
+            server.start()
+            server.wait_ready(self.ready_timeout_s)
+        return server  # type: ignore[return-value]
+
+    def mosquitto(self) -> Mosquitto:
+        return self._server("mosquitto", lambda: Mosquitto(self.state_dir / "mosquitto", free_port()))
+
+    def kafka(self) -> Kafka:
+        return self._server("kafka", lambda: Kafka(self.state_dir / "kafka", free_port(), free_port()))
+
+    def influxdb(self) -> InfluxDB:
+        return self._server("influxdb", lambda: InfluxDB(self.state_dir / "influxdb", free_port()))
+
+    def server_pids(self) -> dict[str, int]:
+        """The running servers' pids by name, for resource watches."""
+        return {name: s.pid for name, s in self._servers.items() if s.pid is not None and s.is_running()}
+
+    def topic(self, name: str, partitions: int = 4) -> str:
+        """A fresh Kafka topic (the readings topic has 4 partitions, like the stack's)."""
+        create_topics(self.kafka().endpoint, {name: partitions})
+        return name
+
+    # -- payloads ------------------------------------------------------------------------------------
+    def payloads(self, devices: int, sites: int, batch: int, readings: int) -> PayloadSet:
+        """The same rendered payloads for every sub-bench asking for the same shape and size."""
+        directory = self.state_dir / "payloads" / f"d{devices}-s{sites}-b{batch}-n{readings}"
+        if not (directory / "payloads.json").exists():
+            self.say(f"rendering {readings:,} readings ({devices} devices, {sites} sites, batch {batch})")
+        directory.mkdir(parents=True, exist_ok=True)
+        return render_payloads(devices, sites, batch, readings, directory, rate=EVENT_RATE)
+
+    # -- end -----------------------------------------------------------------------------------------
+    def close(self) -> None:
+        for name in reversed(list(self._servers)):
+            self.say(f"stopping {name}")
+            self._servers[name].stop()
+        if self.keep_state:
+            self.say(f"server state kept in {self.state_dir}")
+        else:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def __enter__(self) -> BenchEnvironment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,208 @@
+"""``tsdemo bench ingest``: readings/s through the MQTT -> Kafka bridge at QoS 1 with 1, 2 and 4 bridge
+processes (one shared subscription group), beside ``mosquitto_sub | kcat -P`` moving the same messages
+between the same servers in the same run.
+
+Each run preloads the messages into the broker: the movers connect once so the broker holds a
+persistent session with their subscription, leave, and the payloads are published at QoS 1 into
+their queues. Then the movers start again and drain them; the rate is taken from the Kafka topic's
+end offsets, from the moment every mover is up (and something moved) until all messages are in Kafka.
+Afterwards the sessions are dropped (a clean-start connect under the same client id), so the next
+run's preload does not queue into them.
+
+The baseline is the same shape with C tools: ``mosquitto_sub -v`` (same receive maximum as a
+bridge) piped into ``kcat -P`` (acks=all, idempotent, keyed by topic). It does not acknowledge MQTT
+only after Kafka, so it is what moving the bytes costs without the bridge's guarantees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from pathlib import Path
+
+from deploy.bench import profiles
+from deploy.bench.children import Child, run_tool, spawn, tsdemo
+from deploy.bench.environment import BenchEnvironment
+from deploy.bench.kafka_offsets import EndOffsets, watch_drain
+from deploy.bench.payloads import PayloadSet
+from deploy.bench.report import BenchResult, Comparison, Run
+from deploy.bench.resources import ResourceMonitor
+from deploy.bench.settings import IngestBenchSettings
+from deploy.bench.stats import drain_rate
+from deploy.local.servers import free_port
+from servicekit.contract import TOPIC_FILTER, topic_for
+
+SESSION_EXPIRY_S = 3600
+STOP_TIMEOUT_S = 60.0
+
+
+def mqtt_args(env: BenchEnvironment) -> list[str]:
+    return ["-h", "127.0.0.1", "-p", str(env.mosquitto().port), "-V", "mqttv5"]
+
+
+def preload(env: BenchEnvironment, payloads: PayloadSet, tag: str) -> None:
+    """Publish every payload at QoS 1 (one mosquitto_pub per topic, all at once) into the waiting sessions."""
+    log = env.logs / f"ingest-{tag}-preload.log"
+    with contextlib.ExitStack() as files:
+        children = [
+            spawn("mosquitto_pub", ["mosquitto_pub", *mqtt_args(env), "-q", "1", "-M", "1000",
+                                    "-i", f"bench-preload-{tag}-{i}", "-t", topic, "-l"],
+                  log, stdin=files.enter_context(open(path, "rb")))
+            for i, (topic, path) in enumerate(payloads.topic_files.items())
+        ]
+        for child in children:
+            if child.wait_exit(600) != 0:
+                raise RuntimeError(f"preloading the broker failed\n{child.tail()}")
+
+
+def forget_sessions(env: BenchEnvironment, client_ids: list[str], log: Path) -> None:
+    """Drop the broker's sessions (and queues) of ``client_ids``: a clean-start connect, session expiry 0."""
+    for client_id in client_ids:
+        run_tool("mosquitto_sub", ["mosquitto_sub", *mqtt_args(env), "-i", client_id, "-x", "0",
+                                   "-t", topic_for("_bench", "none"), "-E"], log)
+
+
+def _bridge_env(env: BenchEnvironment, s: IngestBenchSettings, topic: str, group: str, client_id: str) -> dict:
+    return {
+        "TSDEMO_MQTT_HOST": "127.0.0.1", "TSDEMO_MQTT_PORT": str(env.mosquitto().port),
+        "TSDEMO_KAFKA_BOOTSTRAP": env.kafka().endpoint, "TSDEMO_KAFKA_TOPIC": topic,
+        "TSDEMO_KAFKA_DLQ_TOPIC": f"{topic}-dlq", "TSDEMO_SHARE_GROUP": group, "TSDEMO_CLIENT_ID": client_id,
+        "TSDEMO_MAX_INFLIGHT": str(s.bridge_max_inflight), "TSDEMO_SESSION_EXPIRY_S": str(SESSION_EXPIRY_S),
+        "TSDEMO_LOG_LEVEL": "INFO",
+    }
+
+
+def _start_bridges(env: BenchEnvironment, s: IngestBenchSettings, topic: str, group: str, ids: list[str],
+                   tag: str) -> list[Child]:
+    return [spawn(f"bridge-{i}", tsdemo("ingest"), env.logs / f"ingest-{tag}-bridge-{i}.log",
+                  _bridge_env(env, s, topic, group, client_id), health_port=free_port())
+            for i, client_id in enumerate(ids)]
+
+
+def _stop(children: list[Child]) -> None:
+    for child in children:
+        child.stop(STOP_TIMEOUT_S)
+
+
+def _drained(env: BenchEnvironment, s: IngestBenchSettings, payloads: PayloadSet, tool: str, topic: str,
+             movers: list[Child], monitor: ResourceMonitor, offsets: EndOffsets, details: dict,
+             interval_s: float = 0.1) -> Run:
+    drain = watch_drain(offsets, 0, payloads.messages, s.timeout_s,
+                        ready=lambda: all(m.healthy() for m in movers), interval_s=interval_s)
+    usage = monitor.stop()
+    per_s = drain_rate(drain.samples, payloads.messages, drain.ready_at)
+    if not drain.done or per_s is None:
+        moved = drain.samples[-1][1] if drain.samples else 0
+        raise RuntimeError(f"{tool}: only {moved} of {payloads.messages} messages reached Kafka in "
+                           f"{s.timeout_s:.0f}s\n" + "\n".join(m.tail(10) for m in movers))
+    seconds = payloads.messages / per_s
+    return Run(tool, payloads.readings, payloads.messages, seconds, usage, details)
+
+
+def run_bridges(env: BenchEnvironment, s: IngestBenchSettings, payloads: PayloadSet, count: int,
+                profile: bool = False) -> tuple[Run, list[str]]:
+    """Drain a preloaded queue with ``count`` bridges; the run and, when profiled, the profile summaries."""
+    tag = f"{count}b" + ("-profile" if profile else "")
+    topic = env.topic(f"bench-ingest-{tag}")
+    env.topic(f"{topic}-dlq", 1)
+    group, ids = f"bench-{tag}", [f"bench-bridge-{tag}-{i}" for i in range(count)]
+    bridges = _start_bridges(env, s, topic, group, ids, tag)
+    try:
+        for bridge in bridges:
+            bridge.wait_healthy(env.ready_timeout_s)
+    finally:
+        _stop(bridges)
+    preload(env, payloads, tag)
+    summaries: list[str] = []
+    offsets = EndOffsets(env.kafka().endpoint, topic)
+    recorders: list[tuple[Child, Path]] = []
+    try:
+        with ResourceMonitor() as monitor:
+            for name, pid in env.server_pids().items():
+                monitor.watch(name, pid)
+            bridges = _start_bridges(env, s, topic, group, ids, tag)
+            try:
+                for bridge in bridges:
+                    monitor.watch(bridge.name, bridge.pid)
+                    if profile:
+                        raw = env.profiles / f"ingest-{tag}-{bridge.name}.txt"
+                        raw.parent.mkdir(parents=True, exist_ok=True)
+                        recorders.append((profiles.attach(bridge.name, bridge.pid, raw,
+                                                          env.logs / f"ingest-{tag}-py-spy.log"), raw))
+                run = _drained(env, s, payloads, f"tsdemo ingest x{count}", topic, bridges, monitor, offsets,
+                               {"bridges": count, "share_group": group})
+            finally:
+                for recorder, raw in recorders:
+                    summary = profiles.detach(recorder, raw)
+                    if summary:
+                        summaries.append(str(summary))
+                _stop(bridges)
+    finally:
+        offsets.close()
+        forget_sessions(env, ids, env.logs / f"ingest-{tag}-sessions.log")
+    return run, summaries
+
+
+def run_baseline(env: BenchEnvironment, s: IngestBenchSettings, payloads: PayloadSet) -> Run:
+    tag, client_id = "baseline", "bench-sub-baseline"
+    topic = env.topic("bench-ingest-baseline")
+    log = env.logs / "ingest-baseline.log"
+    sub_cmd = ["mosquitto_sub", *mqtt_args(env), "-i", client_id, "-c", "-x", str(SESSION_EXPIRY_S), "-q", "1",
+               "-t", TOPIC_FILTER]
+    run_tool("mosquitto_sub", [*sub_cmd, "-E"], log)  # the session and its subscription, then away
+    preload(env, payloads, tag)
+    offsets = EndOffsets(env.kafka().endpoint, topic)
+    try:
+        with ResourceMonitor() as monitor:
+            for name, pid in env.server_pids().items():
+                monitor.watch(name, pid)
+            # kcat sends the last lines it read only when more input comes or the input ends, so
+            # mosquitto_sub exits after the preloaded count (-C), ending kcat's input.
+            sub = spawn("mosquitto_sub", [*sub_cmd, "-v", "-C", str(payloads.messages), "-D", "connect",
+                                          "receive-maximum", str(s.bridge_max_inflight)], log, stdout=subprocess.PIPE)
+            assert sub.proc.stdout is not None
+            kcat = spawn("kcat", ["kcat", "-P", "-b", env.kafka().endpoint, "-t", topic, "-K", " ",
+                                  "-X", "enable.idempotence=true", "-X", "acks=all", "-X", "linger.ms=5"],
+                         env.logs / "ingest-baseline-kcat.log", stdin=sub.proc.stdout)
+            sub.proc.stdout.close()  # kcat holds the pipe now; it sees EOF when mosquitto_sub exits
+            monitor.watch(sub.name, sub.pid)
+            monitor.watch(kcat.name, kcat.pid)
+            try:
+                # Sampled finer: the C tools drain in about a second, where 0.1 s would be a tenth of it.
+                return _drained(env, s, payloads, "mosquitto_sub | kcat -P", topic, [sub, kcat], monitor, offsets,
+                                {"receive_maximum": s.bridge_max_inflight}, interval_s=0.02)
+            finally:
+                sub.stop(10)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    kcat.proc.wait(30)  # its input ended: it flushes and exits by itself
+                kcat.stop(10)
+    finally:
+        offsets.close()
+        forget_sessions(env, [client_id], log)
+
+
+def run(env: BenchEnvironment, s: IngestBenchSettings) -> BenchResult:
+    result = BenchResult("ingest", {"readings": s.readings, "batch": s.batch, "bridge_counts": s.bridge_counts,
+                                    "bridge_max_inflight": s.bridge_max_inflight, "devices": s.devices,
+                                    "sites": s.sites})
+    env.mosquitto()
+    env.kafka()
+    payloads = env.payloads(s.devices, s.sites, s.batch, s.readings)
+    result.config["payloads"] = payloads.as_dict()
+    env.say(f"ingest baseline: mosquitto_sub | kcat -P, {payloads.messages:,} messages")
+    baseline = run_baseline(env, s, payloads)
+    env.say(f"ingest baseline: {baseline.rate:,.0f} readings/s")
+    for count in s.bridge_counts:
+        env.say(f"ingest: {count} bridge(s), {payloads.messages:,} messages")
+        subject, _ = run_bridges(env, s, payloads, count)
+        comparison = Comparison("ingest", f"{count} bridge{'s' if count > 1 else ''}, QoS 1", subject, baseline,
+                                s.target_ratio)
+        env.say(f"ingest {count} bridge(s): {subject.rate:,.0f} readings/s (ratio {comparison.ratio or 0:.2f})")
+        result.comparisons.append(comparison)
+    missed = next((c for c in result.comparisons if profiles.wanted(s.profile, c.met)), None)
+    if missed is not None:
+        count = int(missed.subject.details["bridges"])
+        env.say(f"ingest: profiling {count} bridge(s) with py-spy")
+        _, summaries = run_bridges(env, s, payloads, count, profile=True)
+        missed.profile = ", ".join(summaries) or None
+    return result
