@@ -92,7 +92,8 @@ def test_good_readings_beside_bad_ones_are_kept(spark):
 
 
 def test_duplicates_are_dropped_and_windows_are_exact(spark):
-    base = NOW_MS - NOW_MS % 10_000
+    # Two windows back, so no reading is further ahead of the receive time than max_future_ms allows.
+    base = NOW_MS - NOW_MS % 10_000 - 20_000
     payloads = [json.dumps(reading(seq=i, ts=base + i * 1000)) for i in range(12)]
     payloads += payloads[3:6]  # at-least-once delivery repeats some
     payloads.reverse()  # and out of order
