@@ -109,8 +109,48 @@ def check(settings: VerifySettings) -> Result:
         entries.extend(ledger.entries)
         late.extend(ledger.late)
     until = _cutoff(headers, settings.settle_s)
-    stored = InfluxQuery(settings).stored_counts(until_ms=until)
-    return compare(entries, stored, until, late)
+    query = InfluxQuery(settings)
+    result = compare(entries, query.stored_counts(until_ms=until), until, late)
+    merged_before = max(int(h.get("merged_before_ms", 0)) for h in headers)
+    for problem in result.problems[:MINUTES_FOR]:
+        problem["minutes"] = _differing_minutes(problem, entries, late, query, until, merged_before)
+    return result
+
+
+#: how many problem series get a minute-by-minute breakdown (a query each)
+MINUTES_FOR = 20
+
+
+def _differing_minutes(problem: dict, entries: list[LedgerEntry], late: list[LedgerEntry],
+                       query: InfluxQuery, until_ms: int | None, merged_before_ms: int) -> list[dict]:
+    """The event-time minutes where one problem series' stored count is outside what was sent:
+    where in the run the readings went missing (or doubled), to line up with logs and faults.
+
+    Minutes the ledger merged (before ``merged_before_ms``) are compared as the one bucket it keeps.
+    """
+    key = (problem["device_id"], problem["metric"])
+    sent = minute_counts([e for e in entries if (e.device_id, e.metric) == key], until_ms)
+    maybe = minute_counts([e for e in late if (e.device_id, e.metric) == key], until_ms)
+    if not sent and not maybe:
+        return []
+    since = min(sent | maybe)
+    since = 0 if since < merged_before_ms else since  # the merged bucket reaches back to the start
+    stored: dict[int, int] = {}
+    for m, n in query.stored_counts_by_minute(key[0], key[1], since, until_ms).items():
+        m = merged_before_ms - BUCKET_MS if m < merged_before_ms else m
+        stored[m] = stored.get(m, 0) + n
+    return [{"minute_ms": m, "expected": sent.get(m, 0), "stored": stored.get(m, 0), "late": maybe.get(m, 0)}
+            for m in sorted(set(sent) | set(maybe) | set(stored))
+            if not sent.get(m, 0) <= stored.get(m, 0) <= sent.get(m, 0) + maybe.get(m, 0)]
+
+
+def minute_counts(entries: list[LedgerEntry], until_ms: int | None) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for e in entries:
+        for bucket, n in e.buckets.items():
+            if until_ms is None or bucket + BUCKET_MS <= until_ms:
+                counts[bucket] = counts.get(bucket, 0) + n
+    return counts
 
 
 def _print(result: Result, as_json: bool) -> None:
@@ -126,10 +166,13 @@ def _print(result: Result, as_json: bool) -> None:
     if result.late_sent:
         print(f"  late: {result.late_sent} sent behind the watermark, {result.late_stored} of them stored, "
               f"the rest dropped as late (counted in the pipeline measurement)")
-    for p in result.problems[:20]:
+    for p in result.problems[:MINUTES_FOR]:
         print(f"  {p['device_id']} {p['metric']}: expected {p['expected']}, stored {p['stored']}")
-    if len(result.problems) > 20:
-        print(f"  ... and {len(result.problems) - 20} more series")
+        for m in p.get("minutes", [])[:5]:
+            minute = time.strftime("%H:%M", time.gmtime(m["minute_ms"] / 1000))
+            print(f"    minute {minute} UTC: expected {m['expected']}, stored {m['stored']}")
+    if len(result.problems) > MINUTES_FOR:
+        print(f"  ... and {len(result.problems) - MINUTES_FOR} more series")
     if result.unknown_series:
         print(f"  note: {len(result.unknown_series)} stored series are not in any ledger "
               f"(e.g. {result.unknown_series[0]}); they are not counted")

@@ -8,8 +8,10 @@ after a reconnect, at QoS 0 we wait for the connection rather than let paho drop
 
 Mosquitto saves its store to disk periodically, so a broker killed without warning loses what it
 acknowledged since the last save. The publisher therefore keeps what was acknowledged in the last
-``resend_window_s`` seconds and sends it again after every reconnect: the same reading ids, which
-processing deduplicates, so nothing is counted twice and nothing acknowledged is lost.
+``resend_window_s`` seconds before the connection was lost and sends it again after every reconnect:
+the same reading ids, which processing deduplicates, so nothing is counted twice and nothing
+acknowledged is lost. The window is counted back from the disconnect, not from the reconnect: a
+broker that takes longer than the window to come back must not shrink the resend to nothing.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class WindowedPublisher:
         self._recent: collections.deque[tuple[float, str, bytes]] = collections.deque(maxlen=RESEND_MAX_MESSAGES)
         self._resend_mids: set[int] = set()
         self._connected_before = False
+        self._lost_at = 0.0  # time.monotonic() when the connection was last seen lost
         self.on_acked = on_acked
         self._window = threading.BoundedSemaphore(max_inflight)
         self._lock = threading.Lock()
@@ -104,7 +107,7 @@ class WindowedPublisher:
 
     def _resend_recent(self, client: mqtt.Client) -> None:
         # Runs in paho's network thread, so no PUBACK can arrive before each mid is registered.
-        horizon = time.monotonic() - self.resend_window_s
+        horizon = self._lost_at - self.resend_window_s
         with self._lock:
             recent = [(topic, payload) for at, topic, payload in self._recent if at >= horizon]
         for topic, payload in recent:
@@ -117,6 +120,9 @@ class WindowedPublisher:
                      extra={"fields": {"messages": len(recent)}})
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        # paho calls this for every failed reconnect attempt too: only the first loss counts.
+        if self.connected.is_set():
+            self._lost_at = time.monotonic()
         self.connected.clear()
         if not self._closing:
             log.warning("disconnected from MQTT broker: %s; reconnecting", reason_code)

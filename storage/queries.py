@@ -194,6 +194,24 @@ class InfluxQuery:
                 counts[key] = counts.get(key, 0) + int(row["count"])
         return counts
 
+    def stored_counts_by_minute(
+        self,
+        device_id: str,
+        metric: str,
+        since_ms: int,
+        until_ms: int | None = None,
+        measurement: str = DEVICE_WINDOW,
+    ) -> dict[int, int]:
+        """One series' stored readings per minute (epoch ms of the minute start) from ``since_ms``:
+        where a count differs from what was sent, this tells when it happened."""
+        rows = self.query(
+            f"SELECT sum({quote_ident('count')}) AS {quote_ident('count')} FROM {source(measurement)}"
+            f"{_time_range(since_ms, until_ms)} "
+            f"AND {quote_ident('device_id')} = {quote_string(device_id)} "
+            f"AND {quote_ident('metric')} = {quote_string(metric)} GROUP BY time(1m) fill(none)"
+        )
+        return {int(r["time"]): int(r["count"]) for r in rows if r.get("count") is not None}
+
     def latest_window_time(self, measurement: str = DEVICE_WINDOW) -> int | None:
         """Start time (epoch ms) of the newest window stored, or None when there is none."""
         rows = self.query(f"SELECT last({quote_ident('count')}) FROM {quote_ident(measurement)}")

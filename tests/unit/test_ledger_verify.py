@@ -64,3 +64,24 @@ def test_late_readings_may_or_may_not_be_stored_but_no_more():
 def test_cutoff_never_falls_inside_merged_minutes():
     assert _cutoff([{"complete": False, "updated_ms": 10 * BUCKET_MS, "merged_before_ms": 12 * BUCKET_MS}], 0) \
         == 12 * BUCKET_MS
+
+
+def test_a_problem_series_is_located_to_its_minutes_with_merged_minutes_as_one():
+    from deploy.verify import _differing_minutes
+    from generators.ledger import LedgerEntry
+
+    m = BUCKET_MS
+    # Minutes before 3m were merged by the ledger into the bucket keyed 2m.
+    sent = [LedgerEntry("d1", "s", "t", "a", {2 * m: 30, 3 * m: 10, 4 * m: 10})]
+    late = [LedgerEntry("d1", "s", "t", "a", {4 * m: 2})]
+
+    class Stored:
+        def stored_counts_by_minute(self, device_id, metric, since_ms, until_ms):
+            assert (device_id, metric, since_ms) == ("d1", "a", 0)
+            return {0: 10, m: 10, 2 * m: 10, 3 * m: 7, 4 * m: 12, 5 * m: 1}
+
+    found = _differing_minutes({"device_id": "d1", "metric": "a"}, sent, late, Stored(), None, 3 * m)
+    assert found == [
+        {"minute_ms": 3 * m, "expected": 10, "stored": 7, "late": 0},
+        {"minute_ms": 5 * m, "expected": 0, "stored": 1, "late": 0},
+    ]
