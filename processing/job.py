@@ -48,6 +48,9 @@ def build_session(settings: ProcessingSettings) -> Any:
         .config("spark.sql.session.timeZone", "UTC")
         # Stopping a query interrupts its thread; without this Spark logs an error for it.
         .config("spark.sql.streaming.stopActiveRunOnRestart", "true")
+        # The console progress bar is for a terminal: in a service's log it is a flood of
+        # carriage-return lines between the JSON records.
+        .config("spark.ui.showConsoleProgress", "false")
     )
     if not os.environ.get("PYSPARK_PYTHON"):
         import sys
