@@ -7,9 +7,14 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := mosquitto mosquitto-clients influxdb kcat
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-packages python-env artifacts deploy-tools demo test test-faults test-bench test-unit lint clean
+.PHONY: setup setup-steps system-packages python-env artifacts deploy-tools demo test test-faults test-bench test-unit lint clean
 
-setup: system-packages python-env artifacts deploy-tools
+# The four steps are independent (artifacts waits for python-env), so they run side by side: the Go
+# builds use the CPU while pip and Maven wait on the network.
+setup:
+	@$(MAKE) --no-print-directory -j4 setup-steps
+
+setup-steps: system-packages python-env artifacts deploy-tools
 
 system-packages:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

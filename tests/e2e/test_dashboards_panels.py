@@ -123,10 +123,12 @@ def run(pipeline) -> Run:
     first, last = min(w["time"] for w in windows), max(w["time"] for w in windows)
     with InfluxWriter(_settings(pipeline)) as writer:
         _write_own_points(writer, windows, devices, _site_readings(site_windows, 10_000))
-    # The shifted panel looks a minute back: wait until that minute covers the last window.
-    while time.time() * 1000 < last + 10_000 + SHIFT_MS + 5_000:
-        time.sleep(1)
-    to_ms = int(time.time() * 1000)
+    # Freeze the store: with the job stopped (it writes its last pipeline points as it goes) nothing
+    # changes any more, so every panel below sees exactly the snapshot taken here.
+    assert pipeline.services["processing"].stop() == 0
+    # The shifted panel looks a minute back, so the range ends past the last window by that minute.
+    # No panel query uses now(), so a range ending ahead of the clock needs no waiting for it.
+    to_ms = max(int(time.time() * 1000), last + 10_000 + SHIFT_MS + 5_000)
     run = Run(query, _bucket(first, MINUTE) - 3 * MINUTE, to_ms, dict(ledger), devices, int(header["published"]))
     for measurement in ("device_window", "site_window", "device_status", "stage", "anomaly", "pipeline"):
         run.raw[measurement] = query.query(

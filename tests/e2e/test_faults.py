@@ -86,7 +86,7 @@ def restart_server(server) -> Callable[[], None]:
     return fault
 
 
-def run_stream_with_faults(pipeline, faults: list[tuple[str, Callable[[], None]]], gap_s: float = 15.0,
+def run_stream_with_faults(pipeline, faults: list[tuple[str, Callable[[], None]]], gap_s: float = 8.0,
                            rate: int = 100) -> dict[str, float]:
     ledger = pipeline.workdir / f"faults-ledger-{int(time.time())}.json"
     # Unbounded: the stream runs until every fault has come and gone, then stops cleanly (SIGTERM
