@@ -22,7 +22,11 @@ class ProcessingSettings(InfluxSettings):
     shuffle_partitions: int = Field(4, ge=1, description="spark.sql.shuffle.partitions (state is split by it)")
     window: str = Field("10 seconds", description="event-time tumbling window length")
     watermark: str = Field("30 seconds", description="how late a reading may be and still be counted")
-    trigger: str = Field("2 seconds", description="micro-batch trigger interval")
+    trigger: str = Field("2 seconds", description="micro-batch trigger interval of the windows query")
+    side_trigger: str = Field(
+        "10 seconds", description="trigger of the anomaly and DLQ queries: each micro-batch has a fixed cost, "
+        "and neither is on the dashboards' freshness path, so they run less often and leave the cores to "
+        "the windows query")
     max_metrics: int = Field(32, ge=1, description="readings with more metrics than this are invalid")
     max_readings: int = Field(10_000, ge=1, description="a message with more readings than this goes to the DLQ "
                               "whole")
@@ -44,7 +48,7 @@ class ProcessingSettings(InfluxSettings):
     health_port: int = Field(-1, description="port for /healthz and /metrics (0: any free port, <0: off)")
     log_level: str = Field("INFO", description="log level")
 
-    @field_validator("window", "watermark", "trigger")
+    @field_validator("window", "watermark", "trigger", "side_trigger")
     @classmethod
     def _duration(cls, value: str) -> str:
         parts = value.split()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 
@@ -25,9 +24,7 @@ class NoopJobSettings(ProcessingSettings):
 
 
 def main() -> int:
-    from pyspark.sql.streaming import StreamingQueryListener
-
-    from processing.job import build_session, kafka_source
+    from processing.job import ProgressMonitor, build_session, kafka_source
 
     settings = NoopJobSettings()  # type: ignore[call-arg]  (from TSDEMO_* variables, as the job's container)
     setup_logging(settings.log_level)
@@ -36,21 +33,13 @@ def main() -> int:
     settings.progress_path.parent.mkdir(parents=True, exist_ok=True)
     out = open(settings.progress_path, "a", encoding="utf-8")  # noqa: SIM115 (closed at the end)
 
-    class Progress(StreamingQueryListener):
-        def onQueryStarted(self, event: Any) -> None:  # noqa: N802 (Spark's naming)
-            pass
+    monitor = ProgressMonitor()  # as the job watches its own queries, so both pay the same
 
-        def onQueryProgress(self, event: Any) -> None:  # noqa: N802
-            out.write(" ".join(event.progress.json.split()) + "\n")
-            out.flush()
+    def save_progress() -> None:
+        for progress in monitor.new_progress("noop", query):
+            out.write(" ".join(progress.json.split()) + "\n")
+        out.flush()
 
-        def onQueryIdle(self, event: Any) -> None:  # noqa: N802
-            pass
-
-        def onQueryTerminated(self, event: Any) -> None:  # noqa: N802
-            pass
-
-    spark.streams.addListener(Progress())
     query = (
         kafka_source(spark, settings).writeStream.queryName("noop").format("noop")
         .option("checkpointLocation", str(settings.checkpoint_dir / "noop"))
@@ -59,12 +48,14 @@ def main() -> int:
     )
     status = 0
     while not stop.is_set():
+        save_progress()
         if not query.isActive:
             print(f"noop query stopped: {query.exception()}", file=sys.stderr)
             status = 1
             break
         stop.wait(0.5)
     query.stop()
+    save_progress()  # the batches that finished while stopping
     spark.stop()
     out.close()
     return status
