@@ -96,6 +96,22 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 60.0, sig: int = signal.SIGTERM,
+                 name: str | None = None) -> int:
+    """``sig`` (SIGTERM: our services drain and exit cleanly on it), then SIGKILL after ``timeout`` seconds;
+    returns the exit status. A process that has already exited is only reaped."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop within %.0fs; killing it", name or f"pid {proc.pid}", timeout)
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class ManagedServer(ABC):
     """A server run as a child process in its own session, with its config, data and logs in ``state_dir``.
 

@@ -9,9 +9,7 @@ while the servers behind them are still up.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,11 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.local.servers import InfluxDB, Kafka, ManagedServer, Mosquitto, create_topics, free_port
+from deploy.local.servers import (
+    InfluxDB,
+    Kafka,
+    ManagedServer,
+    Mosquitto,
+    create_topics,
+    free_port,
+    stop_process,
+)
 from deploy.local.settings import StackSettings
 from servicekit.contract import KAFKA_DLQ_TOPIC, KAFKA_TOPIC
-
-log = logging.getLogger("deploy.stack")
 
 STATE_FILE = "stack.json"
 SERVER_NAMES = ("mqtt", "kafka", "influxdb", "grafana")
@@ -59,15 +63,8 @@ class Service:
         return self.proc is not None and self.proc.poll() is None and http_ok(self.health_url)
 
     def stop(self, timeout: float = 60.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0fs; killing it", self.name, timeout)
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, timeout, name=self.name)
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:

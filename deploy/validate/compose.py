@@ -2,7 +2,8 @@
 
 Only what the compose file here uses: .env, ``${VAR}``/``${VAR:-default}``/``${VAR-default}``/``${VAR:?err}``
 interpolation with ``$$`` escapes, YAML merge keys, and each service's effective command and environment
-(its image's ENTRYPOINT, CMD and ENV from the Dockerfile, overridden by the compose file).
+(its image's ENTRYPOINT, CMD and ENV from the Dockerfile's build target and the stages that target is built
+FROM, overridden by the compose file).
 """
 
 from __future__ import annotations
@@ -90,12 +91,34 @@ def load(overrides: dict[str, str] | None = None, compose_dir: Path = COMPOSE_DI
 
 @dataclass
 class ImageConfig:
-    """What a Dockerfile's final stage gives a container: environment, entrypoint and command."""
+    """What a build target gives a container, through the whole chain of stages it is built FROM:
+    environment, entrypoint, command, user and healthcheck (the last HEALTHCHECK's arguments)."""
 
     env: dict[str, str] = field(default_factory=dict)
     entrypoint: list[str] = field(default_factory=list)
     cmd: list[str] = field(default_factory=list)
     args: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    healthcheck: str | None = None
+
+
+@dataclass
+class Stage:
+    """One ``FROM`` of a Dockerfile and the instructions after it."""
+
+    name: str  # its ``AS`` name (lower case, as Docker matches them), else its index
+    base: str  # what it is FROM, as written: an image reference (``${ARG}`` too) or an earlier stage's name
+    steps: list[tuple[str, str]]
+    parent: Stage | None = None  # the stage it is FROM, when it is FROM one of this Dockerfile's stages
+
+    def chain(self) -> list[Stage]:
+        """This stage and the stages it inherits from, the first ancestor first."""
+        return [*(self.parent.chain() if self.parent else []), self]
+
+    def copies_from(self) -> list[str]:
+        """The stages (or images) its ``COPY --from=...`` instructions name."""
+        return [m.group(1).lower() for word, rest in self.steps if word == "COPY"
+                for m in [re.search(r"--from=(\S+)", rest)] if m]
 
 
 def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
@@ -118,6 +141,51 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
     return out
 
 
+def dockerfile_args(path: Path) -> dict[str, str]:
+    """The ARGs declared before the first FROM, with their defaults (what FROM lines may use)."""
+    args: dict[str, str] = {}
+    for word, rest in dockerfile_instructions(path):
+        if word == "FROM":
+            break
+        if word == "ARG" and "=" in rest:
+            key, _, value = rest.partition("=")
+            args.setdefault(key.strip(), value.strip())
+    return args
+
+
+def dockerfile_stages(path: Path) -> dict[str, Stage]:
+    """The stages by name, in order; a stage FROM an earlier one is linked to it as its ``parent``."""
+    global_args = dockerfile_args(path)
+    stages: dict[str, Stage] = {}
+    current: Stage | None = None
+    for word, rest in dockerfile_instructions(path):
+        if word == "FROM":
+            words = [w for w in rest.split() if not w.startswith("--")]  # --platform=...
+            if len(words) not in (1, 3) or len(words) == 3 and words[1].upper() != "AS":
+                raise ComposeError(f"{path}: cannot read FROM {rest!r}")
+            name = words[2].lower() if len(words) == 3 else str(len(stages))
+            if name in stages:
+                raise ComposeError(f"{path}: two stages are named {name!r}")
+            # A stage name after the ARGs are expanded; an image reference otherwise.
+            current = Stage(name, words[0], [], stages.get(interpolate(words[0], global_args).lower()))
+            stages[name] = current
+        elif current is not None:
+            current.steps.append((word, rest))
+    if not stages:
+        raise ComposeError(f"{path}: no FROM")
+    return stages
+
+
+def build_stage(dockerfile: Path, target: str | None = None) -> Stage:
+    """The stage ``docker build --target`` builds (the last stage without a target)."""
+    stages = dockerfile_stages(dockerfile)
+    if target is None:
+        return list(stages.values())[-1]
+    if target.lower() not in stages:
+        raise ComposeError(f"{dockerfile}: no stage named {target!r} (it has {', '.join(stages)})")
+    return stages[target.lower()]
+
+
 def _env_pairs(text: str, known: dict[str, str]) -> dict[str, str]:
     pairs: dict[str, str] = {}
     for token in shlex.split(text):
@@ -128,27 +196,28 @@ def _env_pairs(text: str, known: dict[str, str]) -> dict[str, str]:
     return pairs
 
 
-def image_config(dockerfile: Path) -> ImageConfig:
-    """The final stage's ENV, ENTRYPOINT and CMD (exec form only: shell form hides the real argv)."""
-    cfg = ImageConfig()
-    global_args: dict[str, str] = {}
-    for word, rest in dockerfile_instructions(dockerfile):
-        if word == "ARG" and "=" in rest:
-            key, _, value = rest.partition("=")
-            global_args.setdefault(key.strip(), value.strip())
-        elif word == "FROM":
-            cfg = ImageConfig(args=dict(global_args))  # a new stage starts empty
-        elif word == "ENV":
-            cfg.env.update(_env_pairs(rest, cfg.env))
-        elif word in ("ENTRYPOINT", "CMD"):
-            try:
-                argv = json.loads(rest)
-            except json.JSONDecodeError as exc:
-                raise ComposeError(f"{dockerfile}: {word} must use the exec (JSON) form: {rest!r}") from exc
-            if word == "ENTRYPOINT":
-                cfg.entrypoint, cfg.cmd = argv, []  # a new ENTRYPOINT resets CMD, as in Docker
-            else:
-                cfg.cmd = argv
+def image_config(dockerfile: Path, target: str | None = None) -> ImageConfig:
+    """The target stage's ENV, ENTRYPOINT, CMD, USER and HEALTHCHECK, with what it inherits from the stages
+    it is built FROM (exec form only for ENTRYPOINT and CMD: shell form hides the real argv). What an
+    outside base image sets is not known here: a chain that starts FROM an image starts empty."""
+    cfg = ImageConfig(args=dockerfile_args(dockerfile))
+    for stage in build_stage(dockerfile, target).chain():
+        for word, rest in stage.steps:
+            if word == "ENV":
+                cfg.env.update(_env_pairs(rest, cfg.env))
+            elif word == "USER":
+                cfg.user = rest
+            elif word == "HEALTHCHECK":
+                cfg.healthcheck = rest
+            elif word in ("ENTRYPOINT", "CMD"):
+                try:
+                    argv = json.loads(rest)
+                except json.JSONDecodeError as exc:
+                    raise ComposeError(f"{dockerfile}: {word} must use the exec (JSON) form: {rest!r}") from exc
+                if word == "ENTRYPOINT":
+                    cfg.entrypoint, cfg.cmd = argv, []  # a new ENTRYPOINT resets CMD, as in Docker
+                else:
+                    cfg.cmd = argv
     return cfg
 
 
@@ -163,13 +232,24 @@ class ServiceRun:
     image: str
 
 
-def dockerfile_for_image(config: dict[str, Any], image: str) -> Path | None:
-    """The Dockerfile that builds ``image`` (found through whichever service has the build section)."""
+@dataclass
+class ImageBuild:
+    """How compose builds an image: its Dockerfile and the ``target`` stage (None: the last stage)."""
+
+    dockerfile: Path
+    target: str | None
+
+    def config(self) -> ImageConfig:
+        return image_config(self.dockerfile, self.target)
+
+
+def image_build(config: dict[str, Any], image: str, compose_dir: Path = COMPOSE_DIR) -> ImageBuild | None:
+    """The build of ``image`` (found through whichever service has the build section)."""
     for svc in config["services"].values():
         build = svc.get("build")
         if svc.get("image") == image and build:
-            context = (COMPOSE_DIR / build.get("context", ".")).resolve()
-            return context / build.get("dockerfile", "Dockerfile")
+            context = (compose_dir / build.get("context", ".")).resolve()
+            return ImageBuild(context / build.get("dockerfile", "Dockerfile"), build.get("target"))
     return None
 
 
@@ -181,12 +261,12 @@ def _environment(node: Any) -> dict[str, str]:
     return {k: "" if v is None else str(v) for k, v in node.items()}
 
 
-def service_run(config: dict[str, Any], name: str) -> ServiceRun:
+def service_run(config: dict[str, Any], name: str, compose_dir: Path = COMPOSE_DIR) -> ServiceRun:
     svc = config["services"][name]
-    dockerfile = dockerfile_for_image(config, svc["image"])
-    if dockerfile is None:
+    build = image_build(config, svc["image"], compose_dir)
+    if build is None:
         raise ComposeError(f"service {name}: no service builds its image {svc['image']}")
-    image = image_config(dockerfile)
+    image = build.config()
     entrypoint = svc.get("entrypoint", image.entrypoint)
     command = svc.get("command", image.cmd if "entrypoint" not in svc else [])
     if isinstance(entrypoint, str) or isinstance(command, str):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.servers import Mosquitto, create_topics, free_port
+from deploy.local.servers import Mosquitto, create_topics, free_port, stop_process
 from servicekit.contract import KAFKA_DLQ_TOPIC, KAFKA_TOPIC
 
 
@@ -37,14 +37,7 @@ class ServiceProc:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout, sig, self.name)
 
 
 @dataclass

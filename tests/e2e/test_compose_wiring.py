@@ -14,7 +14,6 @@ import json
 import os
 import pwd
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.servers import Mosquitto, create_topics, free_port
+from deploy.local.servers import Mosquitto, create_topics, free_port, stop_process
 from deploy.validate import compose as C
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -184,14 +183,8 @@ def wiring(kafka, influxdb, tmp_path_factory):
                 time.sleep(0.5)
         yield config, results, workdir
     finally:
-        for _name, proc in reversed(running):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(90)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        for name, proc in reversed(running):
+            stop_process(proc, 90, name=name)
         mosquitto.stop()
 
 

@@ -63,8 +63,8 @@ def test_services_have_healthchecks_and_start_in_order():
             assert svc.get("restart") in ("on-failure", "no"), name
             continue
         if name in OURS:  # the image's own HEALTHCHECK
-            steps = C.dockerfile_instructions(C.dockerfile_for_image(config, svc["image"]))
-            assert any(w == "HEALTHCHECK" and "CMD" in rest for w, rest in steps), f"{name}'s image has no healthcheck"
+            health = C.image_build(config, svc["image"]).config().healthcheck
+            assert health and "CMD" in health.split(), f"{name}'s image has no healthcheck: {health}"
         else:
             assert "healthcheck" in svc, f"{name} has no healthcheck"
         for dep, cond in svc.get("depends_on", {}).items():
@@ -106,3 +106,23 @@ def test_interpolation_follows_compose_rules():
     assert C.interpolate("$${A} ${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d} $SET", env) == "${A} x d  d x"
     with pytest.raises(C.ComposeError):
         C.interpolate("${UNSET:?needed}", env)
+
+
+def test_services_run_what_their_build_target_and_its_base_stages_give_them():
+    """The compose services' argv and environment come from their image's target in deploy/images/Dockerfile,
+    with what that target inherits from the shared stages (what tests/e2e/test_compose_wiring.py starts)."""
+    config = C.load()
+    processing = C.service_run(config, "processing")
+    assert processing.argv == ["/opt/tsdemo/entrypoint.sh", "process"]  # its own ENTRYPOINT, then its CMD
+    assert processing.env["PYTHONUNBUFFERED"] == "1"  # from the shared runtime stage
+    assert processing.env["TSDEMO_HEALTH_PORT"] == "8080"  # from the shared service stage
+    assert processing.env["TSDEMO_CHECKPOINT_DIR"] == "/var/lib/tsdemo/checkpoints"  # its own
+    assert processing.env["TSDEMO_KAFKA_BOOTSTRAP"] == "kafka:9092"  # the compose file's
+    generator = C.service_run(config, "generator")
+    assert generator.argv == ["tsdemo", "generate"]  # the runtime stage's ENTRYPOINT, the target's CMD
+    assert generator.env["TSDEMO_LEDGER_PATH"] == "/var/lib/tsdemo/ledger/generator.json"
+    assert generator.env["PATH"].startswith("/opt/venv/bin:")
+    # The image of another service, with the compose file's own command.
+    verify = C.service_run(config, "verify")
+    assert verify.argv[:2] == ["tsdemo", "verify"] and "TSDEMO_HEALTH_PORT" not in verify.env
+    assert C.service_run(config, "storage-init").argv == ["tsdemo", "storage", "init", "--wait-s", "120"]

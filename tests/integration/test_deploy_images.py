@@ -1,5 +1,6 @@
-"""deploy/images: hadolint on every Dockerfile, and the house rules no linter knows (multi-stage, pins from
-deploy/compose/.env, non-root, healthcheck, one extra per image). No Docker engine is needed."""
+"""deploy/images: hadolint on the Dockerfile, and the house rules no linter knows (multi-stage, pins from
+deploy/compose/.env, non-root, healthcheck, one extra per image), checked per build target through the
+stages each target is built FROM and copies from. No Docker engine is needed."""
 
 from __future__ import annotations
 
@@ -12,13 +13,27 @@ from pathlib import Path
 
 import pytest
 
+from deploy.local.servers import stop_process
 from deploy.validate import tools
-from deploy.validate.compose import COMPOSE_DIR, REPO, dockerfile_instructions, image_config, load, read_dotenv
+from deploy.validate.compose import (
+    COMPOSE_DIR,
+    REPO,
+    Stage,
+    build_stage,
+    dockerfile_args,
+    dockerfile_stages,
+    image_build,
+    image_config,
+    load,
+    read_dotenv,
+)
 
 pytestmark = pytest.mark.integration
 
 IMAGES = REPO / "deploy" / "images"
-# image -> (extra it installs, tsdemo command it runs, long-running service with /healthz?)
+# One Dockerfile, one target per image (the other stages are shared by them).
+DOCKERFILE = IMAGES / "Dockerfile"
+# target -> (extra it installs, tsdemo command it runs, long-running service with /healthz?)
 EXPECTED = {
     "generator": ("generator", ["generate"], True),
     "ingest": ("ingest", ["ingest"], True),
@@ -27,23 +42,83 @@ EXPECTED = {
     "dashboards-init": ("dashboards", ["dashboards", "provision"], False),
 }
 VERSIONS = read_dotenv(COMPOSE_DIR / ".env")
+_PIP_EXTRA = re.compile(r'pip install[^"]*"\.\[([^\]]+)\]"')
+
+
+def image_targets(dockerfile: Path) -> set[str]:
+    """The stages no other stage is built FROM or copies from: the images; the rest are shared stages."""
+    stages = dockerfile_stages(dockerfile).values()
+    used = {s.parent.name for s in stages if s.parent} | {name for s in stages for name in s.copies_from()}
+    return {s.name for s in stages} - used
+
+
+def stages_of_image(dockerfile: Path, target: str) -> list[Stage]:
+    """Every stage building ``target`` needs: its chain and, transitively, the stages it copies from."""
+    stages = dockerfile_stages(dockerfile)
+    needed: dict[str, Stage] = {}
+    todo = [build_stage(dockerfile, target)]
+    while todo:
+        for stage in todo.pop().chain():
+            if stage.name not in needed:
+                needed[stage.name] = stage
+                todo += [stages[name] for name in stage.copies_from() if name in stages]
+    return list(needed.values())
+
+
+def pip_extras(stages: list[Stage]) -> list[str]:
+    return [extra for s in stages for word, rest in s.steps if word == "RUN" for extra in _PIP_EXTRA.findall(rest)]
+
+
+def check_house_rules(dockerfile: Path, target: str, extra: str, command: list[str], service: bool) -> None:
+    """Asserts the house rules for one image, i.e. one target of ``dockerfile``."""
+    chain = build_stage(dockerfile, target).chain()
+    needed = stages_of_image(dockerfile, target)
+    # Base images only from ARGs whose defaults are the pins in deploy/compose/.env.
+    args = dockerfile_args(dockerfile)
+    for stage in needed:
+        if stage.parent is None:
+            pin = re.fullmatch(r"\$\{(\w+)\}", stage.base)
+            assert pin, f"stage {stage.name} is FROM {stage.base}, not FROM an ARG pinned in .env"
+            arg = pin.group(1)
+            assert arg in VERSIONS and args.get(arg) == VERSIONS[arg], \
+                f"ARG {arg}={args.get(arg)} but deploy/compose/.env pins {VERSIONS.get(arg)}"
+    # Multi-stage: pip runs in a build stage; the image's own chain only copies the virtualenv from it.
+    assert pip_extras(chain) == [], f"{target}: pip runs in the runtime stages"
+    venv_from = [m.group(1).lower() for s in chain for word, rest in s.steps if word == "COPY"
+                 for m in [re.fullmatch(r"--from=(\S+) /opt/venv /opt/venv", rest)] if m]
+    assert len(venv_from) == 1, f"{target}: the virtualenv comes from one build stage, not {venv_from}"
+    installed = pip_extras(build_stage(dockerfile, venv_from[0]).chain())
+    assert installed == [extra], f"{target}: its virtualenv (from {venv_from[0]}) has {installed}, not [{extra!r}]"
+    # Only this service's extra, in all the image is made of.
+    assert pip_extras(needed) == [extra], pip_extras(needed)
+    cfg = image_config(dockerfile, target)
+    user = (cfg.user or "").split(":")[0]
+    assert user.isdigit() and int(user) >= 1000, f"{target} runs as {cfg.user!r}, not a numeric non-root user"
+    assert cfg.healthcheck, f"{target}: every image says how its health is known"
+    if service:
+        assert "CMD" in cfg.healthcheck.split(), cfg.healthcheck
+        assert cfg.env.get("TSDEMO_HEALTH_PORT") == "8080", cfg.env
+    else:
+        assert cfg.healthcheck == "NONE", cfg.healthcheck  # a one-shot job: its exit code is its health
+    assert cfg.cmd[: len(command)] == command, cfg.cmd
 
 
 def dockerfiles() -> list[Path]:
-    return sorted(IMAGES.glob("*/Dockerfile"))
+    return sorted(IMAGES.rglob("Dockerfile"))
 
 
-def test_there_is_an_image_per_service_each_with_a_readme_and_an_ignore_file():
-    assert {p.parent.name for p in dockerfiles()} == set(EXPECTED)
+def test_one_dockerfile_with_a_target_per_service_each_with_a_readme_and_the_ignore_file():
+    assert dockerfiles() == [DOCKERFILE], "one Dockerfile; a new image is a new target in it"
+    assert image_targets(DOCKERFILE) == set(EXPECTED)
     for name in EXPECTED:
         assert (IMAGES / name / "README.md").is_file(), name
-        # BuildKit's per-Dockerfile ignore file: the context is the repository root with .venv and .cache.
-        ignore = [line for line in (IMAGES / name / "Dockerfile.dockerignore").read_text().splitlines()
-                  if line and not line.startswith("#")]
-        assert ignore[0] == "*" and "!.venv/" not in ignore and "!.cache/" not in ignore, name
+    # BuildKit's per-Dockerfile ignore file: the context is the repository root with .venv and .cache.
+    ignore = [line for line in (IMAGES / "Dockerfile.dockerignore").read_text().splitlines()
+              if line and not line.startswith("#")]
+    assert ignore[0] == "*" and "!.venv/" not in ignore and "!.cache/" not in ignore, ignore
 
 
-@pytest.mark.parametrize("dockerfile", dockerfiles(), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("dockerfile", dockerfiles(), ids=lambda p: str(p.relative_to(IMAGES)))
 def test_hadolint_finds_nothing(dockerfile: Path):
     result = subprocess.run(
         [tools.find("hadolint"), "--no-color", "--failure-threshold", "info", str(dockerfile)],
@@ -59,38 +134,60 @@ def test_hadolint_can_fail(tmp_path: Path):
     assert result.returncode != 0 and "DL3007" in result.stdout
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_image_follows_the_house_rules(name: str):
-    extra, command, service = EXPECTED[name]
-    dockerfile = IMAGES / name / "Dockerfile"
-    steps = dockerfile_instructions(dockerfile)
-    froms = [rest for word, rest in steps if word == "FROM"]
-    assert len(froms) >= 2 and any(" AS build" in f for f in froms), "multi-stage: a build stage and a runtime"
-    # Base images come from ARGs whose defaults are the pins in deploy/compose/.env.
-    args = dict(rest.split("=", 1) for word, rest in steps if word == "ARG" and "=" in rest)
-    for arg, value in args.items():
-        assert VERSIONS.get(arg) == value, f"ARG {arg}={value} but deploy/compose/.env pins {VERSIONS.get(arg)}"
-    assert all(f.split()[0].startswith("${") for f in froms), froms
-    # Only this service's extra.
-    installs = re.findall(r'pip install[^"]*"\.\[([^\]]+)\]"', dockerfile.read_text())
-    assert installs == [extra], installs
-    final = steps[max(i for i, (word, _) in enumerate(steps) if word == "FROM"):]
-    users = [rest for word, rest in final if word == "USER"]
-    assert users and users[-1].split(":")[0].isdigit() and int(users[-1].split(":")[0]) >= 1000, users
-    health = [rest for word, rest in final if word == "HEALTHCHECK"]
-    assert len(health) == 1, "every image says how its health is known"
-    cfg = image_config(dockerfile)
-    if service:
-        assert "CMD" in health[0] and cfg.env.get("TSDEMO_HEALTH_PORT") == "8080", (health, cfg.env)
-    else:
-        assert health[0] == "NONE"  # a one-shot job: its exit code is its health
-    assert cfg.cmd[: len(command)] == command, cfg.cmd
+def test_every_base_image_arg_defaults_to_the_env_file_pin():
+    args = dockerfile_args(DOCKERFILE)
+    assert args and all(VERSIONS.get(arg) == value for arg, value in args.items()), (args, VERSIONS)
+
+
+@pytest.mark.parametrize("target", sorted(EXPECTED))
+def test_image_follows_the_house_rules(target: str):
+    check_house_rules(DOCKERFILE, target, *EXPECTED[target])
+
+
+# The real Dockerfile, broken one way at a time: the rules must catch each (old text, new text, target).
+BREAKAGES = {
+    "no USER": ("USER 10001:10001\n", "", "ingest"),
+    "USER only in a stage the image does not inherit": (
+        "USER 10001:10001\n", "", "generator", "RUN python -m venv /opt/venv\n",
+        "RUN python -m venv /opt/venv\nUSER 10001:10001\n"),
+    "root USER": ("USER 10001:10001\n", "USER root\n", "storage-init"),
+    "unpinned runtime base": ("FROM ${PYTHON_IMAGE} AS runtime", "FROM python:3.11-slim AS runtime", "ingest"),
+    "unpinned base of a stage it copies from": ("FROM ${JRE_IMAGE} AS jre", "FROM eclipse-temurin:17-jre AS jre",
+                                                "processing"),
+    "ARG default other than .env": ("ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm",
+                                    "ARG PYTHON_IMAGE=python:3.12-slim-bookworm", "dashboards-init"),
+    "another extra": ('".[ingest]"', '".[ingest,processing]"', "ingest"),
+    "an extra installed in the shared build stage": (
+        "COPY deploy/ deploy/\n", 'COPY deploy/ deploy/\nRUN /opt/venv/bin/pip install --no-compile ".[local]"\n',
+        "generator"),
+    "no healthcheck": ("HEALTHCHECK NONE\n", "", "dashboards-init"),
+    "a service without its health port": ("ENV TSDEMO_HEALTH_PORT=8080\n", "", "generator"),
+    "another command": ('CMD ["ingest"]', 'CMD ["generate"]', "ingest"),
+    "pip in the runtime stages": ("COPY deploy/images/healthcheck.py /opt/tsdemo/healthcheck.py\n",
+                                  "COPY deploy/images/healthcheck.py /opt/tsdemo/healthcheck.py\n"
+                                  'RUN pip install --no-compile ".[local]"\n', "processing"),
+    "the virtualenv of another image": ("COPY --from=build-storage /opt/venv", "COPY --from=build-dashboards /opt/venv",
+                                        "storage-init"),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_house_rules_can_fail(breakage: str, tmp_path: Path):
+    old, new, target, *more = BREAKAGES[breakage]
+    text = DOCKERFILE.read_text()
+    for a, b in [(old, new), *zip(more[::2], more[1::2], strict=True)]:
+        assert a in text, f"the Dockerfile no longer has {a!r}: update this breakage"
+        text = text.replace(a, b, 1)
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(text)
+    with pytest.raises(AssertionError):
+        check_house_rules(broken, target, *EXPECTED[target])
 
 
 def test_processing_image_bakes_the_connector_matching_pyspark():
-    text = (IMAGES / "processing" / "Dockerfile").read_text()
-    assert "bake_connector.py --cache /opt/tsdemo/cache" in text
-    assert image_config(IMAGES / "processing" / "Dockerfile").env["TSDEMO_CACHE_DIR"] == "/opt/tsdemo/cache"
+    build = stages_of_image(DOCKERFILE, "processing")
+    assert any("bake_connector.py --cache /opt/tsdemo/cache" in rest for s in build for _, rest in s.steps)
+    assert image_config(DOCKERFILE, "processing").env["TSDEMO_CACHE_DIR"] == "/opt/tsdemo/cache"
     assert importlib.metadata.version("pyspark") == VERSIONS["SPARK_VERSION"]
 
 
@@ -195,8 +292,12 @@ def test_the_import_blocker_lets_a_complete_install_start():
 
 def test_image_list_matches_the_compose_builds():
     compose = load()
-    built = {Path(s["build"]["dockerfile"]).parent.name for s in compose["services"].values() if "build" in s}
-    assert built == set(EXPECTED)
+    builds = {name: image_build(compose, s["image"]) for name, s in compose["services"].items() if "build" in s}
+    assert {b.target for b in builds.values()} == set(EXPECTED)
+    for name, build in builds.items():
+        assert build.dockerfile == DOCKERFILE, (name, build)
+        image = compose["services"][name]["image"]
+        assert image == f"{VERSIONS['TSDEMO_REGISTRY']}/{build.target}:{VERSIONS['TSDEMO_TAG']}", (name, image)
 
 
 # -- the processing image's Kubernetes path, without Kubernetes ---------------------------------------------
@@ -209,7 +310,6 @@ def test_processing_driver_mode_runs_the_job_under_spark_submit(kafka, influxdb,
     (as bake_connector.py puts it into the image): under spark-submit the job's spark.jars.packages is
     never resolved, so an empty Ivy directory is given on purpose."""
     import os
-    import signal
     import time
     import urllib.request
 
@@ -264,10 +364,4 @@ def test_processing_driver_mode_runs_the_job_under_spark_submit(kafka, influxdb,
             time.sleep(1)
         assert not (tmp_path / "empty-ivy" / "jars").exists()  # the packages were not resolved, as said
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 90)
