@@ -25,12 +25,13 @@ def influx(pipeline):
 
 
 def wait_for(check, timeout=150.0, every=1.0):
+    """The first truthy answer of ``check``, or its last answer after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         last = check()
-        if last is True:
-            return True
+        if last:
+            return last
         time.sleep(every)
     return last
 
