@@ -30,10 +30,12 @@ class GeneratorSettings(MqttSettings):
                      "written to the socket, not what the broker acknowledged)")
     resend_window_s: float = Field(
         3.0, ge=0, description="after every reconnect, send again what the broker acknowledged in the last this "
-        "many seconds (a broker that crashes loses what it had not saved yet; duplicates are dropped downstream)"
+        "many seconds before the connection was lost (a broker that crashes loses what it had not saved yet; "
+        "duplicates are dropped downstream)"
     )
     max_inflight: int = Field(
-        2000, ge=1, le=60_000, description="unacknowledged MQTT messages allowed at once (QoS 1)"
+        256, ge=1, le=60_000, description="unacknowledged MQTT messages allowed at once (QoS 1); paho scans "
+        "them all on every acknowledgement, so a window far above what the round trip needs costs CPU"
     )
     client_id: str = Field("tsdemo-generator", description="MQTT client id, stable across restarts (give each "
                            "generator of a stack its own)")

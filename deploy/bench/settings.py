@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from generators.settings import GeneratorSettings
 from processing.settings import duration_ms
 from servicekit.settings import ServiceSettings
 
@@ -41,8 +42,9 @@ class GenerateBenchSettings(BenchSettings):
     batches: list[int] = Field([1, 10], description="readings per MQTT message to measure (1: one per device "
                                "topic; more: gateway arrays)")
     qos_levels: list[int] = Field([0, 1], description="MQTT QoS levels to measure")
-    max_inflight: int = Field(2000, ge=1, description="unacknowledged messages allowed, for the generator "
-                              "(--max-inflight) and mosquitto_pub (-M) alike")
+    max_inflight: int = Field(GeneratorSettings.model_fields["max_inflight"].default, ge=1,
+                              description="unacknowledged messages allowed, for the generator "
+                              "(--max-inflight) and mosquitto_pub (-M) alike (default: the generator's)")
 
     @field_validator("qos_levels")
     @classmethod

@@ -106,3 +106,22 @@ def test_duplicates_are_dropped_and_windows_are_exact(spark):
     assert (first["min"], first["max"], first["first"], first["last"]) == (20.0, 29.0, 20.0, 29.0)
     assert rows[(base + 10_000, "temperature")]["count"] == 2
     assert rows[(base + 10_000, "humidity")]["sum"] == 80.0
+
+
+def test_the_bad_input_corpus_classifies_as_its_manifest_says(spark):
+    """Each corpus file alone: its readings split into valid and invalid as the manifest counts them
+    (the e2e test sends the same files through the whole pipeline; this pins the parser on its own)."""
+    from pathlib import Path
+
+    corpus = Path(__file__).resolve().parents[1] / "corpus"
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    for name, expect in sorted(manifest.items()):
+        if name.endswith(".gen"):
+            continue
+        body = (corpus / name).read_bytes()
+        body = body.replace(b'"__NOW__"', str(NOW_MS).encode())
+        body = body.replace(b'"__FUTURE__"', str(NOW_MS + 86_400_000).encode())
+        rows = T.classify(T.parse_readings(frame(spark, [body])), 32, 10_000).collect()
+        valid = sum(r["reason"] is None for r in rows)
+        assert (valid, len(rows) - valid) == (
+            expect["stored_readings"] + expect.get("duplicates", 0), expect["dlq_readings"]), (name, rows)
