@@ -78,3 +78,9 @@ def add_score_parser(subparsers: argparse._SubParsersAction) -> None:
     sub = group.add_subparsers(dest="anomalies_command", metavar="COMMAND", required=True)
     add_service_command(sub, "score", "precision and recall of the stored anomalies against the labels",
                         ScoreSettings, _score)
+    try:  # the offline evaluation renders the fleet with the generator, which the processing image lacks
+        from processing.detector_eval import add_parser as add_evaluate_parser
+
+        add_evaluate_parser(sub)
+    except ModuleNotFoundError as exc:
+        sub.add_parser("evaluate", help=f"(not installed: needs tsdemo[generator], missing {exc.name})")

@@ -188,13 +188,12 @@ def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
     ckpt = settings.checkpoint_dir
     samples = T.explode_metrics(T.deduplicate(T.valid_readings(classified), settings.watermark))
     windows = T.device_windows(samples, settings.window)
-    detector = DetectorConfig(z_threshold=settings.anomaly_z, warmup=settings.anomaly_warmup,
-                              stuck_run=settings.anomaly_stuck_run)
+    detector = DetectorConfig.from_settings(settings)
     sink = WindowSink(writer, InfluxQuery(settings), duration_ms(settings.window))
 
     def start(name: str, frame: Any, *, sink_fn: Any = None, kafka_topic: str | None = None,
-              trigger: str = settings.trigger) -> Any:
-        writer_ = frame.writeStream.queryName(name).option("checkpointLocation", str(ckpt / name))
+              trigger: str = settings.trigger, checkpoint: str | None = None) -> Any:
+        writer_ = frame.writeStream.queryName(name).option("checkpointLocation", str(ckpt / (checkpoint or name)))
         if sink_fn is not None:
             writer_ = writer_.outputMode("update").foreachBatch(sink_fn)
         else:
@@ -206,8 +205,11 @@ def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
 
     plans = {
         "windows": lambda: start("windows", windows, sink_fn=sink),
+        # The checkpoint is named after the detectors' state layout: Spark refuses to restore state of
+        # another schema, so a new layout starts afresh instead of failing at every restart.
         "anomalies": lambda: start("anomalies", T.detect_anomalies(samples, settings.watermark, detector),
-                                   sink_fn=AnomalySink(writer), trigger=settings.side_trigger),
+                                   sink_fn=AnomalySink(writer), trigger=settings.side_trigger,
+                                   checkpoint=f"anomalies-v{T.ANOMALY_STATE_VERSION}"),
         "dlq": lambda: start("dlq", T.dlq_records(classified), kafka_topic=settings.kafka_dlq_topic,
                              trigger=settings.side_trigger),
     }

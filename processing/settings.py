@@ -35,8 +35,12 @@ class ProcessingSettings(InfluxSettings):
         "(must stay below the watermark, or one fast clock would make everyone else's readings late)"
     )
     anomaly_z: float = Field(5.0, gt=0, description="EWMA z-score above which a reading is an anomaly")
-    anomaly_warmup: int = Field(30, ge=1, description="readings a series needs before the z-score detector fires")
-    anomaly_stuck_run: int = Field(5, ge=2, description="equal values in a row that make a stuck sensor")
+    anomaly_warmup: int = Field(30, ge=1, description="readings a series needs before the z-score and drift "
+                                "detectors fire")
+    anomaly_stuck_run: int = Field(5, ge=2, description="equal values in a row that make a stuck sensor (when "
+                                   "that many are unlikely for the series: not a signal resting at a limit)")
+    anomaly_drift: float = Field(8.0, ge=0, description="CUSUM of z-scores (each beyond 1) at which the drift "
+                                 "detector fires: a slow drift no single reading shows (0: off)")
     checkpoint_dir: Path = Field(Path(".tsdemo/checkpoints/processing"), description="checkpoint directory "
                                  "(a shared filesystem such as HDFS or ABFS on a cluster)")
     ivy_dir: Path | None = Field(None, description="Ivy cache for Spark's Kafka connector (default: "

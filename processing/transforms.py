@@ -179,7 +179,13 @@ ANOMALY_SCHEMA = (
     "site string, device_id string, type string, metric string, detector string, "
     "value double, score double, ts long, boot long, seq long"
 )
-_STATE_SCHEMA = "n long, mean double, var double, last double, run long"
+# processing.anomaly.SeriesState.as_tuple, field for field; a change of layout bumps the version (the
+# anomaly query's checkpoint is named after it).
+_STATE_SCHEMA = (
+    "n long, mean double, var double, last double, run long, updates long, slow_var double, repeats double, "
+    "drift_up double, drift_down double, rest double"
+)
+ANOMALY_STATE_VERSION = 2
 
 
 def detect_anomalies(samples: DataFrame, watermark: str, config: object | None = None) -> DataFrame:
