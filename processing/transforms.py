@@ -203,11 +203,18 @@ def detect_anomalies(samples: DataFrame, watermark: str, config: object | None =
 
         series = SeriesState.from_tuple(state.get) if state.exists else SeriesState()
         out = []
-        for pdf in frames:
-            for row in pdf.sort_values(["event_time", "seq"]).itertuples(index=False):
-                for detector, score in observe(series, float(row.value), cfg):
-                    out.append((row.site, row.device_id, row.type, row.metric, detector, float(row.value),
-                                score, int(row.event_time.value // 1_000_000), int(row.boot), int(row.seq)))
+        # All of the group's rows in this batch in one event-time order (Spark may hand them over in
+        # several chunks). The loop walks a plain float array and looks a row up only when a detector
+        # fires: building a row tuple per value was most of the query's Python time.
+        chunks = list(frames)
+        pdf = pd.concat(chunks, ignore_index=True) if chunks else pd.DataFrame({"value": []})
+        pdf = pdf.sort_values(["event_time", "seq"], kind="stable") if len(pdf) else pdf
+        values = pdf["value"].to_numpy(dtype=float)
+        for i, value in enumerate(values.tolist()):
+            for detector, score in observe(series, value, cfg):
+                row = pdf.iloc[i]
+                out.append((row["site"], row["device_id"], row["type"], row["metric"], detector, value,
+                            score, int(row["event_time"].value // 1_000_000), int(row["boot"]), int(row["seq"])))
         state.update(series.as_tuple())
         columns = ["site", "device_id", "type", "metric", "detector", "value", "score", "ts", "boot", "seq"]
         yield pd.DataFrame(out, columns=columns)
