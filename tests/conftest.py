@@ -21,7 +21,8 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 S = TypeVar("S", bound=ManagedServer)
 
 
-def _run(server: S) -> Iterator[S]:
+def run_server(server: S) -> Iterator[S]:
+    """Started, ready, yielded, and stopped whatever happens: the body of a server fixture."""
     server.start()
     try:
         server.wait_ready()
@@ -32,16 +33,16 @@ def _run(server: S) -> Iterator[S]:
 
 @pytest.fixture(scope="session")
 def mosquitto(state_dir: Path) -> Iterator[Mosquitto]:
-    yield from _run(Mosquitto(state_dir / "mosquitto", free_port()))
+    yield from run_server(Mosquitto(state_dir / "mosquitto", free_port()))
 
 
 @pytest.fixture(scope="session")
 def kafka(state_dir: Path) -> Iterator[Kafka]:
     # The broker's jars come from the shared artifact cache (TSDEMO_CACHE_DIR or <repo>/.cache); the
     # first session on a machine resolves them from Maven Central, which takes about half a minute.
-    yield from _run(Kafka(state_dir / "kafka", free_port(), free_port()))
+    yield from run_server(Kafka(state_dir / "kafka", free_port(), free_port()))
 
 
 @pytest.fixture(scope="session")
 def influxdb(state_dir: Path) -> Iterator[InfluxDB]:
-    yield from _run(InfluxDB(state_dir / "influxdb", free_port()))
+    yield from run_server(InfluxDB(state_dir / "influxdb", free_port()))

@@ -31,6 +31,7 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.servers import Kafka, Mosquitto, create_topics, free_port
+from tests.conftest import run_server
 
 pytestmark = pytest.mark.integration
 
@@ -401,13 +402,7 @@ class Sampler:
 @pytest.fixture
 def own_kafka(tmp_path: Path) -> Iterator[Kafka]:
     """A Kafka of this test's own, to stop without disturbing the session's."""
-    server = Kafka(tmp_path / "kafka", free_port(), free_port())
-    server.start()
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    yield from run_server(Kafka(tmp_path / "kafka", free_port(), free_port()))
 
 
 @pytest.mark.slow
