@@ -174,6 +174,7 @@ def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
     from processing.anomaly import DetectorConfig
     from processing.settings import duration_ms
     from processing.sink import AnomalySink, WindowSink
+    from processing.supervisor import QuerySupervisor
     from servicekit.service import serve_health
     from storage.queries import InfluxQuery
     from storage.writer import InfluxWriter
@@ -213,40 +214,24 @@ def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
         "dlq": lambda: start("dlq", T.dlq_records(classified), kafka_topic=settings.kafka_dlq_topic,
                              trigger=settings.side_trigger),
     }
-    queries = {name: plan() for name, plan in plans.items()}
-    restarts = {name: 0 for name in plans}
+    supervisor = QuerySupervisor(plans, settings.max_query_restarts)
+    queries = supervisor.queries
 
     def health() -> tuple[bool, dict]:
         active = {name: q.isActive for name, q in queries.items()}
-        return all(active.values()), {"queries": active, "restarts": restarts}
+        return all(active.values()), {"queries": active, "failures": supervisor.restarts}
 
     server = serve_health(settings.health_port, health)
     log.info("streaming", extra={"fields": {"master": settings.spark_master, "window": settings.window,
                                               "watermark": settings.watermark, "trigger": settings.trigger}})
     status = 0
-    backoff: dict[str, float] = {}
     while not stop.wait(1.0):
         for name, q in list(queries.items()):
             if progress := monitor.new_progress(name, q):
                 record_progress(progress, writer.write)
-            if q.isActive:
-                continue
-            # A query stops when a dependency is gone too long (Kafka, InfluxDB past the writer's retry
-            # budget). Its checkpoint makes a restart exact, so the service heals itself instead of
-            # exiting; only a query that keeps failing at once makes the process give up.
-            now = time.monotonic()
-            if name not in backoff:
-                log.error("query %s stopped: %s; restarting it from its checkpoint", name, q.exception())
-                restarts[name] += 1
-                backoff[name] = now + min(60.0, 2.0 * 2 ** min(restarts[name], 5))
-            elif now >= backoff.pop(name):
-                try:
-                    queries[name] = plans[name]()
-                except Exception:
-                    log.exception("query %s could not restart", name)
-                    backoff[name] = now + 10.0
-        if max(restarts.values()) > settings.max_query_restarts:
-            log.error("a query failed more than %d times; giving up", settings.max_query_restarts)
+                supervisor.progressed(name)
+        if not supervisor.check():
+            log.error("a query failed more than %d times in a row; giving up", settings.max_query_restarts)
             status = 1
             break
     for name, q in queries.items():

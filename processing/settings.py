@@ -45,8 +45,9 @@ class ProcessingSettings(InfluxSettings):
                                  "(a shared filesystem such as HDFS or ABFS on a cluster)")
     ivy_dir: Path | None = Field(None, description="Ivy cache for Spark's Kafka connector (default: "
                                  "<repo>/.cache/ivy)")
-    max_query_restarts: int = Field(20, ge=0, description="restarts of a failed query (from its checkpoint) before "
-                                    "the process gives up and exits non-zero")
+    max_query_restarts: int = Field(
+        20, ge=0, description="failures in a row of one query (each restarted from its checkpoint, no micro-batch "
+        "finished in between) before the process gives up and exits non-zero")
     spark_ui: bool = Field(False, description="start the Spark web UI")
     driver_memory: str = Field("1g", description="spark.driver.memory")
     health_port: int = Field(-1, description="port for /healthz and /metrics (0: any free port, <0: off)")

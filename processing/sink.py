@@ -115,7 +115,7 @@ class WindowSink:
             return
         written = self.writer.write(device_points(rows) + device_status_points(rows))
         starts = [int(r["window_start_ms"]) for r in rows]
-        site_rows = self.query.query(site_window_query(min(starts), max(starts), self.window_ms))
+        site_rows = self.query.query_retrying(site_window_query(min(starts), max(starts), self.window_ms))
         written += self.writer.write(site_points(site_rows))
         log.info("batch written", extra={"fields": {"batch": batch_id, "device_rows": len(rows), "points": written}})
 

@@ -102,6 +102,28 @@ class InfluxQuery:
         self.settings = settings
         self.http = InfluxHTTP(settings, pool)
 
+    def query_retrying(self, influxql: str, budget_s: float | None = None) -> list[dict[str, Any]]:
+        """``query``, retried with backoff while InfluxDB cannot be reached or answers 5xx, for up to
+        ``budget_s`` (default: the writer's ``influx_retry_max_s``): the processing job reads back
+        what it wrote, and an InfluxDB restart must not fail its micro-batch."""
+        budget = self.settings.influx_retry_max_s if budget_s is None else budget_s
+        deadline = time.monotonic() + budget
+        delay = 0.5
+        while True:
+            try:
+                return self.query(influxql)
+            except InfluxQueryError as exc:
+                if exc.status is not None and exc.status < 500:
+                    raise
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise
+                log.warning("query failed, retrying", extra={"fields": {
+                    "error": str(exc), "retry_in_s": round(min(delay, remaining), 2),
+                    "budget_left_s": round(remaining, 1)}})
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 5.0)
+
     def query(self, influxql: str, database: str | None = None) -> list[dict[str, Any]]:
         """Run one or more statements (``;``-separated); rows of every statement in order.
 
