@@ -34,9 +34,11 @@ def test_a_process_ignoring_the_signal_is_killed_after_the_timeout():
 
 
 def test_another_signal_and_an_exited_process():
-    proc = _python("print('ready', flush=True)\nimport time\ntime.sleep(60)")
+    # The child sets its own handler: one started from a background shell job inherits SIGINT ignored.
+    proc = _python("import signal, sys, time\nsignal.signal(signal.SIGINT, lambda *_: sys.exit(5))\n"
+                   "print('ready', flush=True)\ntime.sleep(60)")
     assert proc.stdout.readline() == "ready\n"
-    assert stop_process(proc, sig=signal.SIGINT) != 0
+    assert stop_process(proc, sig=signal.SIGINT, timeout=30) == 5
     done = _python("pass")
     done.wait()
     assert stop_process(done) == 0
