@@ -214,7 +214,7 @@ def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
         "dlq": lambda: start("dlq", T.dlq_records(classified), kafka_topic=settings.kafka_dlq_topic,
                              trigger=settings.side_trigger),
     }
-    supervisor = QuerySupervisor(plans, settings.max_query_restarts)
+    supervisor = QuerySupervisor(plans, settings.max_query_restarts, checkpoint_dir=ckpt)
     queries = supervisor.queries
 
     def health() -> tuple[bool, dict]:
@@ -231,7 +231,7 @@ def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
                 record_progress(progress, writer.write)
                 supervisor.progressed(name)
         if not supervisor.check():
-            log.error("a query failed more than %d times in a row; giving up", settings.max_query_restarts)
+            log.error("giving up: a query cannot run (see above)")
             status = 1
             break
     for name, q in queries.items():

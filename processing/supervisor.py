@@ -22,11 +22,17 @@ MAX_BACKOFF_S = 60.0
 FAILED_START_RETRY_S = 10.0
 
 
+#: Spark's error classes for a checkpoint whose state another version of the job wrote: a restart
+#: cannot get past them, so the supervisor stops and says what to do instead of retrying.
+INCOMPATIBLE_STATE = ("STATE_STORE_KEY_SCHEMA_NOT_COMPATIBLE", "STATE_STORE_VALUE_SCHEMA_NOT_COMPATIBLE")
+
+
 class QuerySupervisor:
     def __init__(self, plans: dict[str, Callable[[], Any]], max_restarts: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, checkpoint_dir: object = "the checkpoint") -> None:
         self.plans = plans
         self.max_restarts = max_restarts
+        self.checkpoint_dir = checkpoint_dir
         self.clock = clock
         self.queries: dict[str, Any] = {name: plan() for name, plan in plans.items()}
         #: failures since the query last finished a micro-batch
@@ -44,6 +50,14 @@ class QuerySupervisor:
                 continue
             now = self.clock()
             if name not in self._retry_at:
+                error = str(query.exception())
+                if any(code in error for code in INCOMPATIBLE_STATE):
+                    log.error("query %s cannot resume: the state in %s/%s was written by a version of this job "
+                              "with another state layout. Delete that directory (the query then reads Kafka "
+                              "again from --starting-offsets; its writes overwrite the same points) or give "
+                              "--checkpoint-dir a new place. Spark said: %s", name, self.checkpoint_dir, name,
+                              error.splitlines()[0])
+                    return False
                 self.restarts[name] += 1
                 log.error("query %s stopped (failure %d): %s; restarting it from its checkpoint", name,
                           self.restarts[name], query.exception())
@@ -55,4 +69,8 @@ class QuerySupervisor:
                 except Exception:
                     log.exception("query %s could not restart", name)
                     self._retry_at[name] = now + FAILED_START_RETRY_S
-        return max(self.restarts.values(), default=0) <= self.max_restarts
+        for name, failures in self.restarts.items():
+            if failures > self.max_restarts:
+                log.error("query %s failed %d times in a row without finishing a micro-batch", name, failures)
+                return False
+        return True

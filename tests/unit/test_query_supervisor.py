@@ -59,3 +59,13 @@ def test_it_gives_up_after_failures_in_a_row_and_progress_forgives_them():
         sup.check()
     started[-1].isActive = False
     assert not sup.check()  # the third failure in a row
+
+
+def test_a_checkpoint_from_another_state_layout_stops_at_once_with_what_to_do(caplog):
+    sup, started, clock = supervised(max_restarts=20)
+    started[0].exception = lambda: ("[STATE_STORE_VALUE_SCHEMA_NOT_COMPATIBLE] Provided value schema does not "
+                                    "match existing state value schema.\n...")
+    started[0].isActive = False
+    assert not sup.check()
+    assert len(started) == 1  # not restarted: it could only fail the same way
+    assert "Delete that directory" in caplog.text and "windows" in caplog.text
