@@ -7,9 +7,7 @@ stack) are dropped and only what the bench sets is passed, so a bench always tal
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from deploy.bench.resources import ResourceMonitor
+from deploy.local.servers import stop_process
 from deploy.local.stack import http_ok
 from servicekit.settings import ENV_PREFIX
 
@@ -90,15 +89,7 @@ class Child:
 
     def stop(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM (the services drain and exit cleanly on it), SIGKILL after ``timeout_s``."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout=timeout_s, name=self.name)
 
     def tail(self, lines: int = 25) -> str:
         try:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 
+from deploy.bench.profiles import render_summary
 from deploy.local.artifacts import java_binary
 
 RECORDING = "tsdemo-bench"
@@ -108,13 +109,9 @@ def summarize(printed: str, title: str = "jvm", top: int = 15) -> str:
     close()
     if not total:
         return f"{title}: no CPU samples\n"
-
-    def block(heading: str, counter: Counter[str]) -> list[str]:
-        return [heading] + [f"  {100 * n / total:5.1f}%  {name}" for name, n in counter.most_common(top)]
-
-    lines = [f"{title}: {total} JVM CPU samples (Java Flight Recorder)", ""]
-    lines += block("by thread:", threads) + [""]
-    lines += block("self, by package:", packages) + [""]
-    lines += block("self (the method the sample was in):", self_time) + [""]
-    lines += block("inclusive (on the stack, as deep as JFR keeps it):", inclusive)
-    return "\n".join(lines) + "\n"
+    return render_summary(f"{title}: {total} JVM CPU samples (Java Flight Recorder)", total, top, [
+        ("by thread:", threads),
+        ("self, by package:", packages),
+        ("self (the method the sample was in):", self_time),
+        ("inclusive (on the stack, as deep as JFR keeps it):", inclusive),
+    ])

@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 import shutil
 import signal
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 from deploy.bench.children import Child, spawn
+from deploy.local.servers import stop_process
 
 _WARNED = False
 _LINE = re.compile(r"^(.*) (\d+)$")
@@ -59,13 +59,7 @@ def attach(name: str, pid: int, raw_path: Path, log_path: Path, rate_hz: int = 1
 
 def detach(recorder: Child, raw_path: Path, title: str | None = None, timeout_s: float = 60.0) -> Path | None:
     """Stop ``recorder`` (py-spy writes its file on SIGINT) and write the summary; its path or None."""
-    if recorder.running():
-        recorder.proc.send_signal(signal.SIGINT)
-        try:
-            recorder.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            recorder.proc.kill()
-            recorder.proc.wait()
+    stop_process(recorder.proc, timeout=timeout_s, sig=signal.SIGINT, name="py-spy")
     return write_summary(raw_path, title)
 
 
@@ -146,12 +140,16 @@ def summarize(raw: str, title: str = "profile", top: int = 15) -> str:
             inclusive[name] += count
     if not total:
         return f"{title}: no samples\n"
+    return render_summary(f"{title}: {total} samples on CPU (idle samples left out)", total, top, [
+        ("by process and thread:", threads),
+        ("self (the function the sample was in):", self_time),
+        ("inclusive (on the stack):", inclusive),
+    ])
 
-    def block(heading: str, counter: Counter[str]) -> list[str]:
-        return [heading] + [f"  {100 * n / total:5.1f}%  {name}" for name, n in counter.most_common(top)]
 
-    lines = [f"{title}: {total} samples on CPU (idle samples left out)", ""]
-    lines += block("by process and thread:", threads) + [""]
-    lines += block("self (the function the sample was in):", self_time) + [""]
-    lines += block("inclusive (on the stack):", inclusive)
+def render_summary(heading: str, total: int, top: int, blocks: list[tuple[str, Counter[str]]]) -> str:
+    """A profile summary: the heading, then each block's ``top`` entries as shares of ``total``."""
+    lines = [heading]
+    for title, counter in blocks:
+        lines += ["", title] + [f"  {100 * n / total:5.1f}%  {name}" for name, n in counter.most_common(top)]
     return "\n".join(lines) + "\n"
