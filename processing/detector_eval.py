@@ -7,8 +7,8 @@ query would see:
 
 - readings the generator judged late (behind the watermark) are dropped, as the watermark drops them;
 - a reading sent twice is kept once, on (device_id, boot, seq);
-- arrivals are cut into micro-batches of the anomaly query's trigger, and within a batch each
-  (device, metric) series is sorted by (event time, seq), as ``transforms.detect_anomalies`` sorts it;
+- arrivals are cut into micro-batches of the job's `--trigger`, and within a batch each
+  (device, metric) series is sorted by (event time, seq), as ``processing.stateful`` sorts it;
   the order across batches is arrival order, so out-of-order and backlogged readings stay out of order;
 - every value goes through ``processing.anomaly.observe`` with state kept per (device, metric).
 
@@ -56,7 +56,7 @@ GENERATOR_FIELDS = (
 )
 #: Processing settings likewise: the detectors' and the anomaly query's.
 PROCESSING_FIELDS = ("anomaly_z", "anomaly_warmup", "anomaly_stuck_run", "anomaly_drift", "watermark",
-                     "side_trigger")
+                     "trigger")
 
 
 def _fields(model: Any, names: Iterable[str], **defaults: Any) -> dict[str, Any]:
@@ -226,7 +226,7 @@ def cause_of(history: list[Fed], index: int, detector: str, memory: int,
 def evaluate(settings: Any) -> Evaluation:
     cfg = DetectorConfig.from_settings(settings)
     readings, labels = arrivals(settings)
-    series, fired = feed(readings, cfg, duration_ms(settings.side_trigger) / 1000)
+    series, fired = feed(readings, cfg, duration_ms(settings.trigger) / 1000)
     labelled = {(x["device_id"], x["metric"], int(x["boot"]), int(x["seq"])) for x in labels}
     ends = _episode_ends(labels)
     memory = max(cfg.warmup, round(2 / cfg.alpha))

@@ -1,4 +1,4 @@
-"""Wiring of the Spark job: session, Kafka source, the windows, anomalies and DLQ queries, health.
+"""Wiring of the Spark job: session, Kafka source, its one streaming query, progress and health.
 
 The same code runs on ``local[*]`` and on a cluster: only ``--spark-master`` changes.
 """
@@ -51,6 +51,11 @@ def build_session(settings: ProcessingSettings) -> Any:
         # The console progress bar is for a terminal: in a service's log it is a flood of
         # carriage-return lines between the JSON records.
         .config("spark.ui.showConsoleProgress", "false")
+        # The sink takes each batch's output as pandas through Arrow, not as a row object per row.
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # With a watermark Spark otherwise runs a batch without input whenever the watermark moves, to
+        # evict state: a batch's full fixed cost for nothing, since the step evicts on its next batch.
+        .config("spark.sql.streaming.noDataMicroBatches.enabled", "false")
     )
     if not os.environ.get("PYSPARK_PYTHON"):
         import sys
@@ -107,8 +112,6 @@ def pipeline_point(progress: Any) -> dict[str, Any]:
         "late_rows": int(late),
         "output_rows": int(progress.sink.numOutputRows if progress.sink else 0),
     }
-    if progress.name == "dlq":  # what the DLQ query writes is exactly the invalid readings
-        fields["invalid_rows"] = fields["output_rows"]
     lag = kafka_lag(progress)
     if lag is not None:
         fields["kafka_lag"] = lag
@@ -155,11 +158,16 @@ class ProgressMonitor:
         return [p for p in query.recentProgress if p.batchId > seen]
 
 
-def record_progress(progress: list[Any], write: Any) -> None:
-    """Metrics and ``pipeline`` points for finished micro-batches; never raises into the job."""
-    points = [pipeline_point(p) for p in progress]
+def record_progress(progress: list[Any], write: Any, counts: dict[int, Any] | None = None) -> None:
+    """Metrics and ``pipeline`` points for finished micro-batches; never raises into the job.
+
+    ``counts`` holds what the sink counted per batch id (late and invalid readings); each is taken.
+    """
+    points = [pt for p in progress for pt in pipeline_points(p, (counts or {}).pop(p.batchId, None))]
     for point in points:
         query = point["tags"]["query"]
+        if "batch_duration_ms" not in point["fields"]:
+            continue
         BATCH_DURATION.labels(query).set(point["fields"]["batch_duration_ms"])
         INPUT_RATE.labels(query).set(point["fields"]["input_rate"])
         LATE_ROWS.inc(point["fields"]["late_rows"])
@@ -169,57 +177,126 @@ def record_progress(progress: list[Any], write: Any) -> None:
         log.exception("could not write pipeline health")
 
 
-def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
+#: the query's name: the ``query`` tag of its ``pipeline`` points (dashboards select on it)
+QUERY = "windows"
+#: the ``pipeline`` points with the DLQ's count carry this ``query`` tag, as the DLQ query's did
+DLQ_POINT = "dlq"
+#: checkpoint directories of the job before it became one query: their state cannot be carried over
+OLD_CHECKPOINTS = ("windows", "anomalies", "anomalies-v2", "dlq")
+
+
+def checkpoint_location(settings: ProcessingSettings, buckets: int) -> Path:
+    """The query's checkpoint: named after the state layout, and holding the bucket count it was made with
+    (devices are hashed into buckets; another count would look for a device's state in the wrong one)."""
+    from processing.stateful import STATE_VERSION
+
+    return settings.checkpoint_dir / f"job-v{STATE_VERSION}-buckets{buckets}"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def check_checkpoints(settings: ProcessingSettings, location: Path) -> None:
+    """Refuses a checkpoint directory holding another layout's state, saying which directory to delete."""
+    base = settings.checkpoint_dir
+    old = [base / name for name in OLD_CHECKPOINTS if (base / name).exists()]
+    old += [p for p in base.glob("job-v*") if p != location and p.is_dir()]
+    if old:
+        listing = " ".join(str(p) for p in old)
+        raise CheckpointError(
+            f"{base} holds the checkpoint of another version or bucket count of this job ({listing}); its state "
+            f"cannot be carried over. Delete it (rm -rf {listing}): the job then reads Kafka again from "
+            f"--starting-offsets and its writes overwrite the same points. Or give --checkpoint-dir a new place.")
+
+
+def pipeline_points(progress: Any, counts: Any) -> list[dict[str, Any]]:
+    """The ``pipeline`` points of one batch: the query's, with what its sink counted (late, invalid), and one
+    tagged ``dlq`` with the invalid readings sent to the DLQ topic."""
+    point = pipeline_point(progress)
+    if counts is None:
+        return [point]
+    fields = point["fields"]
+    fields["late_rows"] += counts.late
+    fields["invalid_rows"] = counts.invalid
+    fields["output_rows"] = counts.output_rows
+    dlq = {"measurement": PIPELINE, "tags": {"query": DLQ_POINT}, "time": point["time"],
+           "fields": {"output_rows": counts.invalid, "invalid_rows": counts.invalid}}
+    return [point, dlq]
+
+
+def build_query(spark: Any, settings: ProcessingSettings, sink: Any, location: Path, buckets: int) -> Any:
+    """The one streaming query: Kafka read once, parsed once, one shuffle into the stateful step."""
     from processing import transforms as T
     from processing.anomaly import DetectorConfig
     from processing.settings import duration_ms
-    from processing.sink import AnomalySink, WindowSink
+    from processing.stateful import OUTPUT_SCHEMA, STATE_SCHEMA, bucket_function
+
+    raw = kafka_source(spark, settings)
+    rows = T.stateful_input(
+        T.parse_readings(raw, settings.max_readings, settings.max_metrics, settings.max_future_s * 1000), buckets)
+    step = bucket_function(duration_ms(settings.window), DetectorConfig.from_settings(settings))
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    out = rows.withWatermark("event_time", settings.watermark).groupBy("bucket").applyInPandasWithState(
+        step, OUTPUT_SCHEMA, STATE_SCHEMA, "Update", GroupStateTimeout.NoTimeout)
+    query = (out.writeStream.queryName(QUERY).option("checkpointLocation", str(location))
+             .outputMode("update").foreachBatch(sink).trigger(processingTime=settings.trigger).start())
+    log.info("query started", extra={"fields": {"query": QUERY, "trigger": settings.trigger, "buckets": buckets,
+                                                "checkpoint": str(location)}})
+    return query
+
+
+def dlq_writer(settings: ProcessingSettings) -> Any:
+    """Sends a batch's invalid readings (the step's rows, pandas) to the DLQ topic with Spark's Kafka sink."""
+
+    def write(spark: Any, invalid: Any) -> None:
+        from processing import transforms as T
+
+        frame = spark.createDataFrame(
+            invalid[["payload", "reason", "partition", "offset", "idx"]].astype(
+                {"partition": "int32", "offset": "int64", "idx": "int32"}),
+            "payload binary, reason string, partition int, offset long, idx int")
+        (T.dlq_records(frame).write.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+         .option("topic", settings.kafka_dlq_topic).save())
+
+    return write
+
+
+def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
+    from processing.settings import duration_ms
+    from processing.sink import BatchSink, SiteWindows
     from processing.supervisor import QuerySupervisor
     from servicekit.service import serve_health
     from storage.queries import InfluxQuery
     from storage.writer import InfluxWriter
 
+    buckets = settings.buckets()
+    location = checkpoint_location(settings, buckets)
+    try:
+        check_checkpoints(settings, location)
+    except CheckpointError as exc:
+        log.error("%s", exc)
+        return 1
     writer = InfluxWriter(settings)
     spark = build_session(settings)
-
     monitor = ProgressMonitor()
-    raw = kafka_source(spark, settings)
-    parsed = T.parse_readings(raw, settings.max_readings)
-    classified = T.classify(parsed, settings.max_metrics, settings.max_future_s * 1000)
-    ckpt = settings.checkpoint_dir
-    samples = T.explode_metrics(T.deduplicate(T.valid_readings(classified), settings.watermark))
-    windows = T.device_windows(samples, settings.window)
-    detector = DetectorConfig.from_settings(settings)
-    sink = WindowSink(writer, InfluxQuery(settings), duration_ms(settings.window))
-
-    def start(name: str, frame: Any, *, sink_fn: Any = None, kafka_topic: str | None = None,
-              trigger: str = settings.trigger, checkpoint: str | None = None) -> Any:
-        writer_ = frame.writeStream.queryName(name).option("checkpointLocation", str(ckpt / (checkpoint or name)))
-        if sink_fn is not None:
-            writer_ = writer_.outputMode("update").foreachBatch(sink_fn)
-        else:
-            writer_ = (writer_.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
-                       .option("topic", kafka_topic))
-        query = writer_.trigger(processingTime=trigger).start()
-        log.info("query started", extra={"fields": {"query": name, "trigger": trigger}})
-        return query
-
-    plans = {
-        "windows": lambda: start("windows", windows, sink_fn=sink),
-        # The checkpoint is named after the detectors' state layout: Spark refuses to restore state of
-        # another schema, so a new layout starts afresh instead of failing at every restart.
-        "anomalies": lambda: start("anomalies", T.detect_anomalies(samples, settings.watermark, detector),
-                                   sink_fn=AnomalySink(writer), trigger=settings.side_trigger,
-                                   checkpoint=f"anomalies-v{T.ANOMALY_STATE_VERSION}"),
-        "dlq": lambda: start("dlq", T.dlq_records(classified), kafka_topic=settings.kafka_dlq_topic,
-                             trigger=settings.side_trigger),
-    }
-    supervisor = QuerySupervisor(plans, settings.max_query_restarts, checkpoint_dir=ckpt)
+    sink = BatchSink(writer, SiteWindows(InfluxQuery(settings), settings.window_ms(), duration_ms(settings.watermark)),
+                     dlq_writer(settings))
+    supervisor = QuerySupervisor({QUERY: lambda: build_query(spark, settings, sink, location, buckets)},
+                                 settings.max_query_restarts, checkpoint_dir=settings.checkpoint_dir,
+                                 checkpoints={QUERY: location})
     queries = supervisor.queries
 
     def health() -> tuple[bool, dict]:
         active = {name: q.isActive for name, q in queries.items()}
         return all(active.values()), {"queries": active, "failures": supervisor.restarts}
+
+    def record(name: str, query: Any) -> bool:
+        progress = monitor.new_progress(name, query)
+        if progress:
+            record_progress(progress, writer.write, sink.counts)
+        return bool(progress)
 
     server = serve_health(settings.health_port, health)
     log.info("streaming", extra={"fields": {"master": settings.spark_master, "window": settings.window,
@@ -227,8 +304,7 @@ def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
     status = 0
     while not stop.wait(1.0):
         for name, q in list(queries.items()):
-            if progress := monitor.new_progress(name, q):
-                record_progress(progress, writer.write)
+            if record(name, q):
                 supervisor.progressed(name)
         if not supervisor.check():
             log.error("giving up: a query cannot run (see above)")
@@ -237,8 +313,7 @@ def run_job(settings: ProcessingSettings, stop: threading.Event) -> int:
     for name, q in queries.items():
         if q.isActive:
             q.stop()
-        if progress := monitor.new_progress(name, q):
-            record_progress(progress, writer.write)
+        record(name, q)
     spark.stop()
     if server is not None:
         server.shutdown()

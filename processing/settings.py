@@ -19,14 +19,15 @@ class ProcessingSettings(InfluxSettings):
     starting_offsets: str = Field("earliest", description="where a new query starts: earliest or latest")
     max_offsets_per_trigger: int | None = Field(None, ge=1, description="cap on Kafka records per micro-batch")
     spark_master: str = Field("local[*]", description="Spark master URL (local[*], spark://host:7077, ...)")
-    shuffle_partitions: int = Field(4, ge=1, description="spark.sql.shuffle.partitions (state is split by it)")
+    shuffle_partitions: int = Field(2, ge=1, description="spark.sql.shuffle.partitions: the tasks the stateful step "
+                                    "runs in (fixed once a checkpoint exists)")
+    state_buckets: int | None = Field(
+        None, ge=1, description="hash buckets the fleet's devices are split into for the stateful step: each is one "
+        "Python call and one state row per micro-batch (default: 2 x --shuffle-partitions; fixed once a "
+        "checkpoint exists, as it names the checkpoint directory)")
     window: str = Field("10 seconds", description="event-time tumbling window length")
     watermark: str = Field("30 seconds", description="how late a reading may be and still be counted")
-    trigger: str = Field("2 seconds", description="micro-batch trigger interval of the windows query")
-    side_trigger: str = Field(
-        "10 seconds", description="trigger of the anomaly and DLQ queries: each micro-batch has a fixed cost, "
-        "and neither is on the dashboards' freshness path, so they run less often and leave the cores to "
-        "the windows query")
+    trigger: str = Field("2 seconds", description="micro-batch trigger interval")
     max_metrics: int = Field(32, ge=1, description="readings with more metrics than this are invalid")
     max_readings: int = Field(10_000, ge=1, description="a message with more readings than this goes to the DLQ "
                               "whole")
@@ -53,7 +54,7 @@ class ProcessingSettings(InfluxSettings):
     health_port: int = Field(-1, description="port for /healthz and /metrics (0: any free port, <0: off)")
     log_level: str = Field("INFO", description="log level")
 
-    @field_validator("window", "watermark", "trigger", "side_trigger")
+    @field_validator("window", "watermark", "trigger")
     @classmethod
     def _duration(cls, value: str) -> str:
         parts = value.split()
@@ -71,6 +72,9 @@ class ProcessingSettings(InfluxSettings):
 
     def window_ms(self) -> int:
         return duration_ms(self.window)
+
+    def buckets(self) -> int:
+        return self.state_buckets or 2 * self.shuffle_partitions
 
 
 def duration_ms(value: str) -> int:

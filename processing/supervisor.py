@@ -29,10 +29,13 @@ INCOMPATIBLE_STATE = ("STATE_STORE_KEY_SCHEMA_NOT_COMPATIBLE", "STATE_STORE_VALU
 
 class QuerySupervisor:
     def __init__(self, plans: dict[str, Callable[[], Any]], max_restarts: int,
-                 clock: Callable[[], float] = time.monotonic, checkpoint_dir: object = "the checkpoint") -> None:
+                 clock: Callable[[], float] = time.monotonic, checkpoint_dir: object = "the checkpoint",
+                 checkpoints: dict[str, object] | None = None) -> None:
         self.plans = plans
         self.max_restarts = max_restarts
         self.checkpoint_dir = checkpoint_dir
+        #: each query's checkpoint directory, where it is not <checkpoint_dir>/<name>
+        self.checkpoints = checkpoints or {}
         self.clock = clock
         self.queries: dict[str, Any] = {name: plan() for name, plan in plans.items()}
         #: failures since the query last finished a micro-batch
@@ -52,11 +55,11 @@ class QuerySupervisor:
             if name not in self._retry_at:
                 error = str(query.exception())
                 if any(code in error for code in INCOMPATIBLE_STATE):
-                    log.error("query %s cannot resume: the state in %s/%s was written by a version of this job "
+                    log.error("query %s cannot resume: the state in %s was written by a version of this job "
                               "with another state layout. Delete that directory (the query then reads Kafka "
                               "again from --starting-offsets; its writes overwrite the same points) or give "
-                              "--checkpoint-dir a new place. Spark said: %s", name, self.checkpoint_dir, name,
-                              error.splitlines()[0])
+                              "--checkpoint-dir a new place. Spark said: %s", name,
+                              self.checkpoints.get(name, f"{self.checkpoint_dir}/{name}"), error.splitlines()[0])
                     return False
                 self.restarts[name] += 1
                 log.error("query %s stopped (failure %d): %s; restarting it from its checkpoint", name,

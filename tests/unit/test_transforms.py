@@ -41,7 +41,7 @@ def reading(dev="d1", seq=0, ts=NOW_MS, **extra):
 
 
 def classified(spark, payloads):
-    return T.classify(T.parse_readings(frame(spark, payloads)), max_metrics=4, max_future_ms=10_000)
+    return T.parse_readings(frame(spark, payloads), max_metrics=4, max_future_ms=10_000)
 
 
 def test_both_payload_forms_parse(spark):
@@ -76,14 +76,15 @@ def test_invalid_readings_get_a_reason(spark, payload, reason):
 
 def test_an_oversized_batch_is_one_dlq_record(spark):
     payload = json.dumps([reading(seq=i) for i in range(5)])
-    rows = T.classify(T.parse_readings(frame(spark, [payload]), max_readings=4), 4, 10_000).collect()
+    rows = T.parse_readings(frame(spark, [payload]), max_readings=4, max_metrics=4, max_future_ms=10_000).collect()
     assert [r["reason"] for r in rows] == ["too many readings in one message"]
 
 
 def test_good_readings_beside_bad_ones_are_kept(spark):
     payload = json.dumps([reading(seq=0), reading(seq=-5), reading(seq=1)])
     df = classified(spark, [payload])
-    assert sorted(r["seq"] for r in T.valid_readings(df).collect()) == [0, 1]
+    assert sorted(r["seq"] for r in df.where("reason IS NULL").collect()) == [0, 1]
+    assert all(r["payload"] is None for r in df.where("reason IS NULL").collect())  # no bytes on valid rows
     dlq = T.dlq_records(df).collect()
     assert len(dlq) == 1
     assert dlq[0]["value"] == payload.encode()
@@ -92,20 +93,27 @@ def test_good_readings_beside_bad_ones_are_kept(spark):
 
 
 def test_duplicates_are_dropped_and_windows_are_exact(spark):
+    """Spark's parse and stateful input, then the stateful step (processing.stateful) on what Spark made."""
+    from processing.anomaly import DetectorConfig
+    from processing.stateful import WINDOW, BucketState, step
+
     # Two windows back, so no reading is further ahead of the receive time than max_future_ms allows.
     base = NOW_MS - NOW_MS % 10_000 - 20_000
     payloads = [json.dumps(reading(seq=i, ts=base + i * 1000)) for i in range(12)]
     payloads += payloads[3:6]  # at-least-once delivery repeats some
     payloads.reverse()  # and out of order
-    valid = T.valid_readings(classified(spark, payloads))
-    windows = T.device_windows(T.explode_metrics(T.deduplicate(valid, "1 minute")), "10 seconds")
-    rows = {(r["window_start_ms"], r["metric"]): r for r in windows.collect()}
-    first = rows[(base, "temperature")]
-    assert first["count"] == 10
-    assert first["mean"] == pytest.approx(sum(20.0 + i for i in range(10)) / 10)
-    assert (first["min"], first["max"], first["first"], first["last"]) == (20.0, 29.0, 20.0, 29.0)
-    assert rows[(base + 10_000, "temperature")]["count"] == 2
-    assert rows[(base + 10_000, "humidity")]["sum"] == 80.0
+    payloads.append("not json")
+    rows = T.stateful_input(classified(spark, payloads), buckets=3).drop("event_time").toPandas()
+    assert rows["reason"].tolist().count("malformed JSON or not a reading object") == 1
+    assert rows.loc[rows["reason"].isna(), "bucket"].nunique() == 1  # a device's rows stay together
+    out = step(rows, BucketState(), -1, 10_000, DetectorConfig())
+    windows = {(r.time, r.metric): r for r in out[out["kind"] == WINDOW].itertuples()}
+    first = windows[(base, "temperature")]
+    assert first.count == 10
+    assert first.mean == pytest.approx(sum(20.0 + i for i in range(10)) / 10)
+    assert (first.min, first.max, first.first, first.last) == (20.0, 29.0, 20.0, 29.0)
+    assert windows[(base + 10_000, "temperature")].count == 2
+    assert windows[(base + 10_000, "humidity")].sum == 80.0
 
 
 def test_the_bad_input_corpus_classifies_as_its_manifest_says(spark):
@@ -121,7 +129,7 @@ def test_the_bad_input_corpus_classifies_as_its_manifest_says(spark):
         body = (corpus / name).read_bytes()
         body = body.replace(b'"__NOW__"', str(NOW_MS).encode())
         body = body.replace(b'"__FUTURE__"', str(NOW_MS + 86_400_000).encode())
-        rows = T.classify(T.parse_readings(frame(spark, [body])), 32, 10_000).collect()
+        rows = T.parse_readings(frame(spark, [body]), max_metrics=32, max_future_ms=10_000).collect()
         valid = sum(r["reason"] is None for r in rows)
         assert (valid, len(rows) - valid) == (
             expect["stored_readings"] + expect.get("duplicates", 0), expect["dlq_readings"]), (name, rows)
