@@ -186,11 +186,12 @@ OLD_CHECKPOINTS = ("windows", "anomalies", "anomalies-v2", "dlq")
 
 
 def checkpoint_location(settings: ProcessingSettings, buckets: int) -> Path:
-    """The query's checkpoint: named after the state layout, and holding the bucket count it was made with
-    (devices are hashed into buckets; another count would look for a device's state in the wrong one)."""
+    """The query's checkpoint: named after the state layout and the bucket count and shuffle partitions
+    it was made with (devices are hashed into bucket keys chosen for the partitions; another count of
+    either would look for a device's state under another key)."""
     from processing.stateful import STATE_VERSION
 
-    return settings.checkpoint_dir / f"job-v{STATE_VERSION}-buckets{buckets}"
+    return settings.checkpoint_dir / f"job-v{STATE_VERSION}-p{settings.shuffle_partitions}-b{buckets}"
 
 
 class CheckpointError(RuntimeError):
@@ -233,8 +234,9 @@ def build_query(spark: Any, settings: ProcessingSettings, sink: Any, location: P
     from processing.stateful import OUTPUT_SCHEMA, STATE_SCHEMA, bucket_function
 
     raw = kafka_source(spark, settings)
+    keys = T.bucket_keys(spark, buckets, settings.shuffle_partitions)
     rows = T.stateful_input(
-        T.parse_readings(raw, settings.max_readings, settings.max_metrics, settings.max_future_s * 1000), buckets)
+        T.parse_readings(raw, settings.max_readings, settings.max_metrics, settings.max_future_s * 1000), keys)
     step = bucket_function(duration_ms(settings.window), DetectorConfig.from_settings(settings))
     from pyspark.sql.streaming.state import GroupStateTimeout
 

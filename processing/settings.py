@@ -23,8 +23,8 @@ class ProcessingSettings(InfluxSettings):
                                     "runs in (fixed once a checkpoint exists)")
     state_buckets: int | None = Field(
         None, ge=1, description="hash buckets the fleet's devices are split into for the stateful step: each is one "
-        "Python call and one state row per micro-batch (default: 2 x --shuffle-partitions; fixed once a "
-        "checkpoint exists, as it names the checkpoint directory)")
+        "Python call and one state row per micro-batch (default: --shuffle-partitions, one per task; fixed once "
+        "a checkpoint exists, as it names the checkpoint directory)")
     window: str = Field("10 seconds", description="event-time tumbling window length")
     watermark: str = Field("30 seconds", description="how late a reading may be and still be counted")
     trigger: str = Field("2 seconds", description="micro-batch trigger interval")
@@ -74,7 +74,7 @@ class ProcessingSettings(InfluxSettings):
         return duration_ms(self.window)
 
     def buckets(self) -> int:
-        return self.state_buckets or 2 * self.shuffle_partitions
+        return self.state_buckets or self.shuffle_partitions
 
 
 def duration_ms(value: str) -> int:

@@ -88,7 +88,8 @@ def step(rows: pd.DataFrame, state: BucketState, watermark_ms: int, window_ms: i
     # Dedupe, one row per reading (its first metric): the first copy of each id in the batch, if the id
     # was not seen in an earlier batch. Copies of a reading are the same bytes, so which copy is kept
     # cannot change the result.
-    readings = valid[valid["pos"].to_numpy() == 0].drop_duplicates(["device_id", "boot", "seq"])
+    readings = valid[valid["pos"].to_numpy() == 0]
+    readings = readings[_first_copies(readings)]
     readings = readings[_unseen_and_remember(state.seen, readings)]
     _forget_seen(state.seen, watermark_ms)
     if len(readings) < np.count_nonzero(valid["pos"].to_numpy() == 0):  # (partition, offset, idx): one copy
@@ -105,6 +106,19 @@ def step(rows: pd.DataFrame, state: BucketState, watermark_ms: int, window_ms: i
                                  "offset": inv["offset"].to_numpy(), "idx": inv["idx"].to_numpy()}))
     out.append(pd.DataFrame({"kind": [BUCKET], "count": [late], "watermark": [watermark_ms]}))
     return pd.concat([o for o in out if len(o)], ignore_index=True).reindex(columns=list(OUTPUT_COLUMNS))
+
+
+def _first_copies(readings: pd.DataFrame) -> np.ndarray:
+    """Which rows are the first of their (device_id, boot, seq) in the batch."""
+    keep = np.ones(len(readings), dtype=bool)
+    if len(readings) < 2:
+        return keep
+    dcodes, _ = pd.factorize(readings["device_id"], sort=False)
+    boot, seq = readings["boot"].to_numpy(np.int64), readings["seq"].to_numpy(np.int64)
+    order = np.lexsort((seq, boot, dcodes))
+    d, b, q = dcodes[order], boot[order], seq[order]
+    keep[order[1:][(d[1:] == d[:-1]) & (b[1:] == b[:-1]) & (q[1:] == q[:-1])]] = False
+    return keep
 
 
 def _unseen_and_remember(seen: dict[tuple[str, int], np.ndarray], readings: pd.DataFrame) -> np.ndarray:
@@ -201,16 +215,7 @@ def _windows(state: BucketState, s: _Series | None, watermark_ms: int, window_ms
             "last": s.value[last], "last_ts": s.ts[last], "last_seq": s.seq[last],
             "site": s.site[last], "type": s.type[last],
         }, index=pd.MultiIndex.from_arrays([s.device[g], s.metric[g], start[g]], names=_WKEY))
-        old = state.windows
-        if old is not None and len(old):
-            common = batch.index.intersection(old.index)
-            if len(common):
-                batch.loc[common] = _combine(old.loc[common], batch.loc[common])
-                old = old.drop(common)
-            state.windows = pd.concat([old, batch])
-        else:
-            state.windows = batch
-        touched = batch
+        state.windows, touched = _merge(state.windows, batch, _combine)
     if state.windows is not None and len(state.windows):
         starts = state.windows.index.get_level_values("start").to_numpy()
         if (starts + window_ms <= watermark_ms).any():
@@ -230,6 +235,36 @@ def _windows(state: BucketState, s: _Series | None, watermark_ms: int, window_ms
     })
 
 
+def _merge(old: pd.DataFrame | None, batch: pd.DataFrame, combine: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``old`` (the state, unique index) with ``batch`` (unique index) merged in: rows of keys in both
+    through ``combine(old rows, batch rows)``. Returns the new state and the batch's merged rows.
+
+    By positions (``get_indexer``) rather than ``.loc`` assignment: pandas' label-based setitem on a
+    MultiIndex was most of the step's time."""
+    if old is None or not len(old):
+        return batch, batch
+    pos = old.index.get_indexer(batch.index)
+    hit = pos >= 0
+    if hit.any():
+        merged = combine(old.iloc[pos[hit]], batch.iloc[np.flatnonzero(hit)])
+        if hit.all():
+            batch = merged.set_axis(batch.index)
+        else:
+            batch = pd.concat([batch.iloc[np.flatnonzero(~hit)], merged.set_axis(batch.index[hit])])
+        keep = np.ones(len(old), dtype=bool)
+        keep[pos[hit]] = False
+        old = old.iloc[np.flatnonzero(keep)]
+    return pd.concat([old, batch]), batch
+
+
+def _newest(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Of two device-status rows of the same window, the newer reading's."""
+    older = _lex_less(b["ts"].to_numpy(), b["seq"].to_numpy(), a["ts"].to_numpy(), a["seq"].to_numpy())
+    if not older.any():
+        return b
+    return pd.DataFrame({c: np.where(older, a[c].to_numpy(), b[c].to_numpy()) for c in b.columns})
+
+
 def _combine(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """Two partial aggregates of the same windows (``a`` the earlier state) as one."""
     n1, n2 = a["n"].to_numpy(), b["n"].to_numpy()
@@ -240,7 +275,7 @@ def _combine(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
                         a["first_ts"].to_numpy(), a["first_seq"].to_numpy())
     b_last = _lex_less(a["last_ts"].to_numpy(), a["last_seq"].to_numpy(),
                        b["last_ts"].to_numpy(), b["last_seq"].to_numpy())
-    out = b.copy()
+    out = b.reset_index(drop=True)
     out["n"] = n
     out["sum"] = s1 + s2
     out["m2"] = a["m2"].to_numpy() + b["m2"].to_numpy() + delta * delta * n1 * n2 / n
@@ -271,19 +306,7 @@ def _status(state: BucketState, readings: pd.DataFrame, watermark_ms: int, windo
         batch = pd.DataFrame(
             {c: pick[c].to_numpy() for c in ("ts", "seq", "lat", "lon", "battery", "site", "type")},
             index=pd.MultiIndex.from_arrays([pick["device_id"].to_numpy(), start[newest]], names=_SKEY))
-        old = state.status
-        if old is not None and len(old):
-            common = batch.index.intersection(old.index)
-            if len(common):
-                a, b = old.loc[common], batch.loc[common]
-                older = _lex_less(b["ts"].to_numpy(), b["seq"].to_numpy(), a["ts"].to_numpy(), a["seq"].to_numpy())
-                if older.any():
-                    batch.loc[common[older]] = a[older].to_numpy()
-                old = old.drop(common)
-            state.status = pd.concat([old, batch])
-        else:
-            state.status = batch
-        touched = batch
+        state.status, touched = _merge(state.status, batch, _newest)
     if state.status is not None and len(state.status):
         starts = state.status.index.get_level_values("start").to_numpy()
         if (starts + window_ms <= watermark_ms).any():
@@ -329,7 +352,6 @@ def bucket_function(window_ms: int, cfg: DetectorConfig) -> Any:
     """The ``applyInPandasWithState`` function: the bucket's state in, its output rows out."""
 
     def run(key: tuple, frames: Iterator[pd.DataFrame], group_state: Any) -> Iterator[pd.DataFrame]:
-        _freeze_gc_once()
         chunks = list(frames)
         rows = chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
         state = BucketState.loads(group_state.get[0]) if group_state.exists else BucketState()
@@ -339,6 +361,7 @@ def bucket_function(window_ms: int, cfg: DetectorConfig) -> Any:
             watermark = -1
         out = step(rows, state, max(watermark, -1), window_ms, cfg)
         group_state.update((state.dumps(),))
+        _freeze_gc_once()  # after the first step: numba's compiler and pandas' lazy imports are loaded by then
         yield out
 
     return run
@@ -351,14 +374,20 @@ def _freeze_gc_once() -> None:
     """Moves what the worker holds after its imports out of the garbage collector's sight.
 
     pyspark's daemon calls ``gc.collect()`` after every task of a reused worker (pyspark/daemon.py);
-    each full collection walks every object pandas, pyarrow and pyspark created at import, which
-    profiled at ~30 % of the job's Python CPU. ``gc.freeze()`` (Python's documented tool for exactly
+    each full collection walks every object pandas, pyarrow, numba and pyspark created at import,
+    which profiled at ~30 % of the job's Python CPU (14 % with the freeze before numba's first compile,
+    so it runs once the first step is done). ``gc.freeze()`` (Python's documented tool for exactly
     this, made for pre-fork servers) puts them in a permanent generation the collection skips, so
     each collection only walks what the tasks themselves left behind.
     """
     global _FROZEN
     if not _FROZEN:
         import gc
+        import warnings
 
+        gc.collect()  # what the first step left in cycles goes now, not into the permanent generation
         gc.freeze()
+        # pyspark's own serializer concatenates our output with its all-null padding rows, and pandas 2.x
+        # warns about that once per task, flooding the job's log.
+        warnings.filterwarnings("ignore", category=FutureWarning, message="The behavior of DataFrame concatenation")
         _FROZEN = True

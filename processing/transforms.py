@@ -5,7 +5,7 @@ Input is what Spark's Kafka source gives: ``value`` (binary), ``partition``, ``o
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import (
     ArrayType,
@@ -138,15 +138,34 @@ def dlq_records(classified: DataFrame) -> DataFrame:
                           .alias("headers"))
 
 
-def stateful_input(classified: DataFrame, buckets: int) -> DataFrame:
+def bucket_keys(spark: SparkSession, buckets: int, partitions: int) -> list[int]:
+    """``buckets`` grouping keys that Spark's hash partitioning (Murmur3 of the key, mod ``partitions``)
+    spreads as evenly as possible over the shuffle partitions: with the first ``buckets`` integers, two
+    of four could share a task while another task idles. Deterministic for (buckets, partitions)."""
+    rows = spark.range(64 * max(buckets, partitions)).select(
+        F.col("id").cast("int").alias("key"), F.pmod(F.hash(F.col("id").cast("int")), F.lit(partitions)).alias("p")
+    ).collect()
+    by_partition: dict[int, list[int]] = {}
+    for row in rows:
+        by_partition.setdefault(row["p"], []).append(row["key"])
+    keys: list[int] = []
+    while len(keys) < buckets:  # round-robin over the partitions
+        for p in range(partitions):
+            if len(keys) < buckets and by_partition.get(p):
+                keys.append(by_partition[p].pop(0))
+    return keys
+
+
+def stateful_input(classified: DataFrame, keys: list[int]) -> DataFrame:
     """The rows the stateful step gets (``processing.stateful``): one per (valid reading, metric), one per
-    invalid reading; ``bucket`` keeps each device's rows together; ``event_time`` (null when invalid)
-    carries the watermark."""
+    invalid reading; ``bucket`` (one of ``keys``, by a hash of the device id) keeps each device's rows
+    together; ``event_time`` (null when invalid) carries the watermark."""
     valid = F.col("reason").isNull()
     exploded = classified.select(
         "*", F.posexplode_outer(F.when(valid, F.col("metrics"))).alias("pos", "metric", "value"))
-    bucket = F.pmod(F.when(valid, F.xxhash64("device_id")).otherwise(F.xxhash64("partition", "offset")),
-                    F.lit(buckets))
+    index = F.pmod(F.when(valid, F.xxhash64("device_id")).otherwise(F.xxhash64("partition", "offset")),
+                   F.lit(len(keys)))
+    bucket = F.element_at(F.array(*[F.lit(k) for k in keys]), (index + 1).cast("int"))
     return exploded.select(
         bucket.alias("bucket"), "device_id", "site", "type", "ts", "seq",
         F.coalesce("boot", F.lit(0)).alias("boot"), "pos", "metric", "value", "lat", "lon", "battery",

@@ -1,28 +1,33 @@
 """``tsdemo bench process``: readings/s of the Spark job beside Spark reading the same Kafka data into a
-no-op sink (``deploy.bench.noop_job``) in the same run.
+no-op sink (``deploy.bench.noop_job``), in the same run.
 
-The payloads are preloaded into a fresh topic (``kcat -P``, keyed as the bridge keys them); both runs
-start from the earliest offset with the same trigger and ``--max-offsets-per-trigger``, so they work
-through the same backlog in batches of the same size. From each run's steady batches (the first
+The payloads are preloaded into a fresh topic (``kcat -P``, keyed as the bridge keys them). Two cases:
+the default batch (``--max-offsets-per-trigger`` records, 10,000 readings) and a backlog caught up in
+big batches (``--catchup-offsets-per-trigger``, 50,000 readings). For each, ``--repeats`` pairs of runs,
+job and no-op interleaved and alternating which goes first, each from the earliest offset with its
+own checkpoint, the same trigger and batch size. From each run's steady batches (the first
 ``--warmup-batches`` left out):
 
-- the processing rate, readings per second of batch time: the figure compared, for the job its
-  slowest query's (its three queries each read every record and share the cores);
+- the processing rate, readings per second of batch time: the figure compared; the ratio reported is
+  the median pair's, with the spread over all pairs and the load average at each;
 - the sustained rate at the offered rate (records per trigger x readings per record / trigger): at
   least the offered rate when 95% of batches finish within the trigger, else at most the processing
   rate (``deploy.bench.spark_batches.sustained``); the e2e ramp measures it directly;
+- CPU-seconds per 1,000 readings of each process tree, from its first batch to the end;
 - for the job, Spark's own phases per batch from its event log: where a batch's time goes.
 
-Unless ``--profile never``, the job is profiled during its run (Spark is too slow to start for a
-second, profiled run): py-spy samples its Python side (driver, the pandas workers of its anomaly
-query) and Java Flight Recorder its JVM. The profiles are kept when the target is missed.
+Unless ``--profile never``, the job's last run of the first case is profiled: py-spy samples its
+Python side (driver and pandas workers) and Java Flight Recorder its JVM. The profiles are kept when
+the target is missed.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +72,12 @@ def preload_kafka(env: BenchEnvironment, payloads: PayloadSet, topic: str) -> No
         offsets.close()
 
 
-def spark_env(env: BenchEnvironment, s: ProcessBenchSettings, topic: str, name: str) -> dict[str, str]:
+def spark_env(env: BenchEnvironment, s: ProcessBenchSettings, topic: str, name: str,
+              offsets: int | None = None) -> dict[str, str]:
     return {
         "TSDEMO_KAFKA_BOOTSTRAP": env.kafka().endpoint, "TSDEMO_KAFKA_TOPIC": topic,
         "TSDEMO_KAFKA_DLQ_TOPIC": f"{topic}-dlq", "TSDEMO_STARTING_OFFSETS": "earliest",
-        "TSDEMO_MAX_OFFSETS_PER_TRIGGER": str(s.max_offsets_per_trigger), "TSDEMO_TRIGGER": s.trigger,
+        "TSDEMO_MAX_OFFSETS_PER_TRIGGER": str(offsets or s.max_offsets_per_trigger), "TSDEMO_TRIGGER": s.trigger,
         "TSDEMO_SPARK_MASTER": s.spark_master, "TSDEMO_CHECKPOINT_DIR": str(env.state_dir / "checkpoints" / name),
         "TSDEMO_LOG_LEVEL": "INFO",
     }
@@ -96,63 +102,66 @@ def _wait(child: Child, done: Any, timeout_s: float, what: str) -> None:
         time.sleep(POLL_S)
 
 
-def run_noop(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSet,
-             topic: str) -> tuple[list[Batch], dict[str, Usage]]:
-    progress = env.state_dir / "noop-progress.jsonl"
+def run_noop(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSet, topic: str, offsets: int,
+             target: int, name: str) -> tuple[list[Batch], dict[str, Usage], int]:
+    """Returns the batches, the usage from the first batch on, and the Kafka records read before it."""
+    progress = env.state_dir / f"{name}-progress.jsonl"
     progress.unlink(missing_ok=True)
 
     def batches() -> list[Batch]:
         return from_progress_lines(progress.read_text()) if progress.exists() else []
 
-    job = spawn("spark no-op job", [sys.executable, "-m", "deploy.bench.noop_job"], env.logs / "process-noop.log",
-                {**spark_env(env, s, topic, "noop"), "TSDEMO_PROGRESS_PATH": str(progress)})
+    job = spawn("spark no-op job", [sys.executable, "-m", "deploy.bench.noop_job"], env.logs / f"process-{name}.log",
+                {**spark_env(env, s, topic, name, offsets), "TSDEMO_PROGRESS_PATH": str(progress)})
     try:
         _wait(job, lambda: any(b.rows for b in batches()), env.ready_timeout_s, "first batch")
+        before = sum(b.rows for b in batches())
         with ResourceMonitor() as monitor:
             monitor.watch(job.name, job.pid)
             monitor.watch("kafka", env.kafka().pid)
-            _wait(job, lambda: sum(b.rows for b in batches()) >= payloads.messages, s.timeout_s, "end of the backlog")
+            _wait(job, lambda: sum(b.rows for b in batches()) >= target, s.timeout_s, "end of the backlog")
             usage = monitor.stop()
     finally:
         job.stop(120)
-    env.say(f"process no-op: {len(batches())} batches")
-    return batches(), usage
+    return batches(), usage, before
 
 
-def run_job(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSet, topic: str,
-            profile_raw: Path | None) -> tuple[list[Batch], dict[str, Usage], list[Batch], list[str]]:
-    influx_settings = InfluxSettings(influx_url=env.influxdb().endpoint, influx_database="bench_process")
-    influx_env = {"TSDEMO_INFLUX_URL": influx_settings.influx_url, "TSDEMO_INFLUX_DATABASE": "bench_process"}
-    run_tool("tsdemo storage init", tsdemo("storage", "init"), env.logs / "process-storage-init.log", influx_env)
-    event_logs = env.state_dir / "spark-events"
+def run_job(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSet, topic: str, offsets: int,
+            target: int, name: str, profile_raw: Path | None
+            ) -> tuple[list[Batch], dict[str, Usage], list[Batch], list[str], int]:
+    """Returns the batches (from ``pipeline``), usage from the first batch on, the event log's batches,
+    profile summaries, and the Kafka records read before the first batch was reported."""
+    database = f"bench_{name.replace('-', '_')}"
+    influx_settings = InfluxSettings(influx_url=env.influxdb().endpoint, influx_database=database)
+    influx_env = {"TSDEMO_INFLUX_URL": influx_settings.influx_url, "TSDEMO_INFLUX_DATABASE": database}
+    run_tool("tsdemo storage init", tsdemo("storage", "init"), env.logs / f"process-{name}-storage-init.log",
+             influx_env)
+    event_logs = env.state_dir / f"spark-events-{name}"
     shutil.rmtree(event_logs, ignore_errors=True)
     influx = InfluxQuery(influx_settings)
 
-    def per_query() -> dict[str, int]:
-        totals = {q: 0 for q in QUERIES}
-        for b in pipeline_batches(influx):
-            if b.query in totals:
-                totals[b.query] += b.rows
-        return totals
+    def done() -> int:
+        return min(sum(b.rows for b in pipeline_batches(influx) if b.query == q) for q in QUERIES)
 
-    job = spawn("tsdemo process", tsdemo("process"), env.logs / "process-job.log",
-                {**spark_env(env, s, topic, "job"), **influx_env,
+    job = spawn("tsdemo process", tsdemo("process"), env.logs / f"process-{name}.log",
+                {**spark_env(env, s, topic, name, offsets), **influx_env,
                  "PYSPARK_SUBMIT_ARGS": event_log_args(event_logs)}, health_port=free_port())
     recorder = jvm = None
     summaries: list[str] = []
     try:
-        _wait(job, lambda: per_query()["windows"] > 0, env.ready_timeout_s, "first batch")
+        _wait(job, lambda: done() > 0, env.ready_timeout_s, "first batch")
+        before = done()
         with ResourceMonitor() as monitor:
             monitor.watch(job.name, job.pid)
-            for name in ("kafka", "influxdb"):
-                monitor.watch(name, env.server_pids().get(name))
+            for server in ("kafka", "influxdb"):
+                monitor.watch(server, env.server_pids().get(server))
             if profile_raw is not None:
                 recorder = profiles.attach("tsdemo process", job.pid, profile_raw,
                                            env.logs / "process-py-spy.log", rate_hz=50, subprocesses=True)
                 jvm = jvm_profile.java_pid(job.pid)
                 if jvm is not None and not jvm_profile.start(jvm):
                     jvm = None
-            _wait(job, lambda: min(per_query().values()) >= payloads.messages, s.timeout_s, "end of the backlog")
+            _wait(job, lambda: done() >= target, s.timeout_s, "end of the backlog")
             usage = monitor.stop()
     finally:
         if recorder is not None and profile_raw is not None:
@@ -162,68 +171,120 @@ def run_job(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSet
         job.stop(120)
         batches = pipeline_batches(influx)
         influx.close()
-    return batches, usage, from_event_log(event_logs), [x for x in summaries if x]
+    return batches, usage, from_event_log(event_logs), [x for x in summaries if x], before
+
+
+def cpu_per_1000(usage: Usage | None, records: int, per_row: float) -> float | None:
+    """CPU-seconds the process tree spent per 1,000 readings it moved in the measured window."""
+    readings = records * per_row
+    return round(1000 * usage.cpu_s / readings, 3) if usage is not None and readings > 0 else None
+
+
+@dataclass
+class Trial:
+    """One interleaved pair: the job and the no-op baseline on the same topic and batch size."""
+
+    job: Run
+    noop: Run
+    load: float
+
+    @property
+    def ratio(self) -> float:
+        return self.job.rate / self.noop.rate if self.noop.rate > 0 else 0.0
+
+
+def run_case(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSet, topic: str, offsets: int,
+             label: str, profile_raw: Path | None) -> tuple[Comparison, list[str]]:
+    trigger_ms = duration_ms(s.trigger)
+    per_row = payloads.readings_per_message
+    offered = offsets * per_row / (trigger_ms / 1000)
+    target = min(payloads.messages, offsets * (s.warmup_batches + 5)) if label == "catch-up" else payloads.messages
+    trials: list[Trial] = []
+    summaries: list[str] = []
+    for i in range(s.repeats):
+        load = os.getloadavg()[0]
+        runs: dict[str, Run] = {}
+        # Interleaved, and alternating which goes first, so a slow stretch of the machine falls on both.
+        for which in (("noop", "job") if i % 2 == 0 else ("job", "noop")):
+            name = f"{label}-{which}-{i}"
+            if which == "noop":
+                batches, usage, before = run_noop(env, s, payloads, topic, offsets, target, name)
+                f = figures(steady(batches, s.warmup_batches), per_row)
+                rate_, bound = sustained(f, offered, trigger_ms)
+                runs["noop"] = Run("spark -> noop sink", f.readings, f.rows, f.busy_s, usage, {
+                    **f.as_dict(), "sustained_rate": round(rate_), "sustained_bound": bound,
+                    "phases_ms": phase_means(steady(batches, s.warmup_batches)),
+                    "cpu_s_per_1000_readings": cpu_per_1000(usage.get("spark no-op job"), target - before, per_row)},
+                    readings_per_s=f.processing_rate)
+            else:
+                raw = profile_raw if i == s.repeats - 1 else None
+                batches, usage, logged, summary, before = run_job(env, s, payloads, topic, offsets, target, name, raw)
+                summaries += summary
+                mine = steady([b for b in batches if b.query in QUERIES], s.warmup_batches)
+                f = figures(mine, per_row)
+                rate_, bound = sustained(f, offered, trigger_ms)
+                runs["job"] = Run("tsdemo process", f.readings, f.rows, f.busy_s, usage, {
+                    **f.as_dict(), "sustained_rate": round(rate_), "sustained_bound": bound,
+                    "phases_ms": phase_means(steady([b for b in logged if b.query in QUERIES], s.warmup_batches)),
+                    "cpu_s_per_1000_readings": cpu_per_1000(usage.get("tsdemo process"), target - before, per_row)},
+                    readings_per_s=f.processing_rate)
+        trial = Trial(runs["job"], runs["noop"], load)
+        trials.append(trial)
+        env.say(f"process {label} {i + 1}/{s.repeats}: job {trial.job.rate:,.0f} readings/s, no-op "
+                f"{trial.noop.rate:,.0f}, ratio {trial.ratio:.2f} (load average {load:.1f})")
+    ordered = sorted(trials, key=lambda t: t.ratio)
+    middle = ordered[len(ordered) // 2]
+    case = f"{label}: {offsets * per_row:,.0f} readings a batch, offered {offered:,.0f} readings/s, trigger {s.trigger}"
+    comparison = Comparison("process", case, middle.job, middle.noop, s.target_ratio)
+    ratios = [round(t.ratio, 3) for t in trials]
+    comparison.notes.append(
+        f"{label}: median of {len(trials)} interleaved runs (the row shows the median run): ratio "
+        f"{middle.ratio:.2f}, spread {ordered[0].ratio:.2f}-{ordered[-1].ratio:.2f} (each: {ratios}); load average "
+        + ", ".join(f"{t.load:.1f}" for t in trials))
+    job_d, noop_d = middle.job.details, middle.noop.details
+    comparison.notes.append(
+        f"{label}: p95 batch {job_d['batch_p95_ms'] or 0:.0f} ms for the job, {noop_d['batch_p95_ms'] or 0:.0f} ms "
+        f"no-op; sustained {job_d['sustained_bound']} {job_d['sustained_rate']:,} readings/s (no-op "
+        f"{noop_d['sustained_bound']} {noop_d['sustained_rate']:,}); CPU-seconds per 1,000 readings: job "
+        f"{job_d['cpu_s_per_1000_readings']}, no-op {noop_d['cpu_s_per_1000_readings']}")
+    comparison.notes.append(f"{label}: the job's batch phases (mean ms): {job_d['phases_ms']}; no-op "
+                            f"{noop_d['phases_ms']}")
+    return comparison, summaries
 
 
 def run(env: BenchEnvironment, s: ProcessBenchSettings) -> BenchResult:
-    trigger_ms = duration_ms(s.trigger)
     env.kafka()
     env.influxdb()
-    payloads = env.payloads(s.devices, s.sites, s.batch, s.readings)
-    per_row = payloads.readings_per_message
-    offered = s.max_offsets_per_trigger * per_row / (trigger_ms / 1000)
+    cases = [("steady", s.max_offsets_per_trigger)]
+    readings = s.readings
+    if s.catchup_offsets_per_trigger:
+        cases.append(("catch-up", s.catchup_offsets_per_trigger))
+        readings = max(readings, s.catchup_offsets_per_trigger * s.batch * (s.warmup_batches + 5))
+    payloads = env.payloads(s.devices, s.sites, s.batch, readings)
     result = BenchResult("process", {
-        "readings": s.readings, "batch": s.batch, "trigger": s.trigger,
-        "max_offsets_per_trigger": s.max_offsets_per_trigger, "offered_rate": round(offered, 1),
+        "readings": readings, "batch": s.batch, "trigger": s.trigger, "cases": dict(cases), "repeats": s.repeats,
         "warmup_batches": s.warmup_batches, "spark_master": s.spark_master, "payloads": payloads.as_dict(),
     })
     topic = env.topic("bench-process")
     env.topic(f"{topic}-dlq", 1)
     env.say(f"process: preloading {payloads.messages:,} records ({payloads.readings:,} readings) into Kafka")
     preload_kafka(env, payloads, topic)
-
-    env.say("process: Spark into the no-op sink (starting Spark takes a while)")
-    noop_batches, noop_usage = run_noop(env, s, payloads, topic)
-    noop = figures(steady(noop_batches, s.warmup_batches), per_row)
-    noop_rate, noop_bound = sustained(noop, offered, trigger_ms)
-    baseline = Run("spark -> noop sink", noop.readings, noop.rows, noop.busy_s, noop_usage,
-                   {**noop.as_dict(), "sustained_rate": round(noop_rate), "sustained_bound": noop_bound,
-                    "phases_ms": phase_means(steady(noop_batches, s.warmup_batches))},
-                   readings_per_s=noop.processing_rate)
-    env.say(f"process no-op: {noop.processing_rate:,.0f} readings/s of batch time, p95 batch {noop.p95_ms:.0f} ms")
-
-    env.say("process: tsdemo process")
     raw = env.profiles / "process-job.txt" if s.profile != "never" else None
     if raw is not None:
         raw.parent.mkdir(parents=True, exist_ok=True)
-    job_batches, job_usage, logged, summaries = run_job(env, s, payloads, topic, raw)
-    per_query = {}
-    for query in QUERIES:
-        mine = steady([b for b in job_batches if b.query == query], s.warmup_batches)
-        f = figures(mine, per_row)
-        rate_, bound = sustained(f, offered, trigger_ms)
-        logged_q = steady([b for b in logged if b.query == query], s.warmup_batches)
-        per_query[query] = {**f.as_dict(), "sustained_rate": round(rate_), "sustained_bound": bound,
-                            "phases_ms": phase_means(logged_q)}
-    slowest = min(per_query, key=lambda q: per_query[q]["processing_rate"])
-    worst = per_query[slowest]
-    subject = Run("tsdemo process", worst["readings"], worst["rows"], worst["busy_s"], job_usage,
-                  {"slowest_query": slowest, "queries": per_query}, readings_per_s=worst["processing_rate"])
-    comparison = Comparison("process", f"offered {offered:,.0f} readings/s, trigger {s.trigger}", subject,
-                            baseline, s.target_ratio)
-    job_rate = min(q["sustained_rate"] for q in per_query.values())
-    bound = ">=" if all(q["sustained_bound"] == ">=" for q in per_query.values()) else "<="
-    comparison.notes.append(
-        f"sustained with batches under the trigger: {bound} {job_rate:,} readings/s for the job "
-        f"(p95 batch: " + ", ".join(f"{q} {v['batch_p95_ms']:.0f} ms" for q, v in per_query.items() if
-                                    v["batch_p95_ms"] is not None)
-        + f"), {noop_bound} {noop_rate:,.0f} for the no-op sink; slowest query: {slowest}")
-    if profiles.wanted(s.profile, comparison.met) and summaries:
-        comparison.profile = ", ".join(summaries)
+    summaries: list[str] = []
+    for label, offsets in cases:
+        env.say(f"process {label}: {s.repeats} x (the job, Spark into the no-op sink), interleaved, "
+                f"{offsets:,} records a batch (starting Spark takes a while)")
+        comparison, summary = run_case(env, s, payloads, topic, offsets, label, raw if label == "steady" else None)
+        summaries += summary
+        result.comparisons.append(comparison)
+        env.say(f"process {label}: ratio {comparison.ratio or 0:.2f} (median run)")
+    first = result.comparisons[0]
+    if profiles.wanted(s.profile, first.met) and summaries:
+        first.profile = ", ".join(summaries)
     elif raw is not None:
         # Profiled in passing (Spark cannot be started twice within the budget); kept only when asked.
         for path in raw.parent.glob(f"{raw.stem}*"):
             path.unlink()
-    env.say(f"process: {subject.rate:,.0f} readings/s of batch time ({slowest}), ratio {comparison.ratio or 0:.2f}")
-    result.comparisons.append(comparison)
     return result

@@ -108,14 +108,17 @@ def test_state_survives_a_round_trip_through_spark_state():
     assert again == state and again.as_tuple() == state.as_tuple()
 
 
-def test_the_spark_state_schema_matches_the_state_tuple():
-    pytest.importorskip("pyspark")  # only for the schema string: no Spark session is started
-    from processing.transforms import _STATE_SCHEMA
+def test_the_vectorised_state_rows_match_the_state_tuple():
+    """processing.detectors keeps each series as a row of SeriesState.as_tuple(), by position."""
+    from processing import detectors
 
-    fields = [f.split() for f in _STATE_SCHEMA.split(",")]
     state, _ = feed([1.0, 2.0, 2.0])
-    assert [name for name, _ in fields] == list(vars(state))
-    assert [kind for _, kind in fields] == ["long" if isinstance(v, int) else "double" for v in state.as_tuple()]
+    names = list(vars(state))
+    assert len(state.as_tuple()) == detectors.STATE_WIDTH == len(names)
+    for i, name in enumerate(names):
+        assert getattr(detectors, name.upper()) == i
+    np = pytest.importorskip("numpy")
+    assert np.array_equal(detectors.new_states(1)[0], SeriesState().as_tuple(), equal_nan=True)
 
 
 def test_the_settings_reach_the_detectors():

@@ -103,7 +103,10 @@ def test_duplicates_are_dropped_and_windows_are_exact(spark):
     payloads += payloads[3:6]  # at-least-once delivery repeats some
     payloads.reverse()  # and out of order
     payloads.append("not json")
-    rows = T.stateful_input(classified(spark, payloads), buckets=3).drop("event_time").toPandas()
+    keys = T.bucket_keys(spark, 3, 2)
+    assert len(set(keys)) == 3
+    rows = T.stateful_input(classified(spark, payloads), keys).drop("event_time").toPandas()
+    assert set(rows["bucket"]) <= set(keys)
     assert rows["reason"].tolist().count("malformed JSON or not a reading object") == 1
     assert rows.loc[rows["reason"].isna(), "bucket"].nunique() == 1  # a device's rows stay together
     out = step(rows, BucketState(), -1, 10_000, DetectorConfig())
