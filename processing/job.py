@@ -255,8 +255,9 @@ def dlq_writer(settings: ProcessingSettings) -> Any:
     def write(spark: Any, invalid: Any) -> None:
         from processing import transforms as T
 
+        # A message that is not JSON has no reading index (null): its header says 0, as before.
         frame = spark.createDataFrame(
-            invalid[["payload", "reason", "partition", "offset", "idx"]].astype(
+            invalid[["payload", "reason", "partition", "offset", "idx"]].fillna({"idx": 0}).astype(
                 {"partition": "int32", "offset": "int64", "idx": "int32"}),
             "payload binary, reason string, partition int, offset long, idx int")
         (T.dlq_records(frame).write.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)

@@ -27,7 +27,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from deploy.bench.children import Child, run_tool, spawn, tsdemo
 from deploy.bench.environment import BenchEnvironment
 from deploy.bench.kafka_offsets import EndOffsets
 from deploy.bench.payloads import PayloadSet
-from deploy.bench.report import BenchResult, Comparison, Run
+from deploy.bench.report import BenchResult, Comparison, Run, interleave
 from deploy.bench.resources import ResourceMonitor, Usage
 from deploy.bench.settings import ProcessBenchSettings
 from deploy.bench.spark_batches import (
@@ -180,75 +179,52 @@ def cpu_per_1000(usage: Usage | None, records: int, per_row: float) -> float | N
     return round(1000 * usage.cpu_s / readings, 3) if usage is not None and readings > 0 else None
 
 
-@dataclass
-class Trial:
-    """One interleaved pair: the job and the no-op baseline on the same topic and batch size."""
-
-    job: Run
-    noop: Run
-    load: float
-
-    @property
-    def ratio(self) -> float:
-        return self.job.rate / self.noop.rate if self.noop.rate > 0 else 0.0
-
-
 def run_case(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSet, topic: str, offsets: int,
              label: str, profile_raw: Path | None) -> tuple[Comparison, list[str]]:
     trigger_ms = duration_ms(s.trigger)
     per_row = payloads.readings_per_message
     offered = offsets * per_row / (trigger_ms / 1000)
     target = min(payloads.messages, offsets * (s.warmup_batches + 5)) if label == "catch-up" else payloads.messages
-    trials: list[Trial] = []
     summaries: list[str] = []
-    for i in range(s.repeats):
-        load = os.getloadavg()[0]
-        runs: dict[str, Run] = {}
-        # Interleaved, and alternating which goes first, so a slow stretch of the machine falls on both.
-        for which in (("noop", "job") if i % 2 == 0 else ("job", "noop")):
-            name = f"{label}-{which}-{i}"
-            if which == "noop":
-                batches, usage, before = run_noop(env, s, payloads, topic, offsets, target, name)
-                f = figures(steady(batches, s.warmup_batches), per_row)
-                rate_, bound = sustained(f, offered, trigger_ms)
-                runs["noop"] = Run("spark -> noop sink", f.readings, f.rows, f.busy_s, usage, {
-                    **f.as_dict(), "sustained_rate": round(rate_), "sustained_bound": bound,
-                    "phases_ms": phase_means(steady(batches, s.warmup_batches)),
-                    "cpu_s_per_1000_readings": cpu_per_1000(usage.get("spark no-op job"), target - before, per_row)},
-                    readings_per_s=f.processing_rate)
-            else:
-                raw = profile_raw if i == s.repeats - 1 else None
-                batches, usage, logged, summary, before = run_job(env, s, payloads, topic, offsets, target, name, raw)
-                summaries += summary
-                mine = steady([b for b in batches if b.query in QUERIES], s.warmup_batches)
-                f = figures(mine, per_row)
-                rate_, bound = sustained(f, offered, trigger_ms)
-                runs["job"] = Run("tsdemo process", f.readings, f.rows, f.busy_s, usage, {
-                    **f.as_dict(), "sustained_rate": round(rate_), "sustained_bound": bound,
-                    "phases_ms": phase_means(steady([b for b in logged if b.query in QUERIES], s.warmup_batches)),
-                    "cpu_s_per_1000_readings": cpu_per_1000(usage.get("tsdemo process"), target - before, per_row)},
-                    readings_per_s=f.processing_rate)
-        trial = Trial(runs["job"], runs["noop"], load)
-        trials.append(trial)
-        env.say(f"process {label} {i + 1}/{s.repeats}: job {trial.job.rate:,.0f} readings/s, no-op "
-                f"{trial.noop.rate:,.0f}, ratio {trial.ratio:.2f} (load average {load:.1f})")
-    ordered = sorted(trials, key=lambda t: t.ratio)
-    middle = ordered[len(ordered) // 2]
+    loads: list[float] = []
+
+    def noop_run(i: int) -> Run:
+        loads.append(os.getloadavg()[0])
+        batches, usage, before = run_noop(env, s, payloads, topic, offsets, target, f"{label}-noop-{i}")
+        f = figures(steady(batches, s.warmup_batches), per_row)
+        rate_, bound = sustained(f, offered, trigger_ms)
+        return Run("spark -> noop sink", f.readings, f.rows, f.busy_s, usage, {
+            **f.as_dict(), "sustained_rate": round(rate_), "sustained_bound": bound,
+            "phases_ms": phase_means(steady(batches, s.warmup_batches)),
+            "cpu_s_per_1000_readings": cpu_per_1000(usage.get("spark no-op job"), target - before, per_row)},
+            readings_per_s=f.processing_rate)
+
+    def job_run(i: int) -> Run:
+        loads.append(os.getloadavg()[0])
+        raw = profile_raw if i == s.repeats - 1 else None
+        batches, usage, logged, summary, before = run_job(env, s, payloads, topic, offsets, target,
+                                                          f"{label}-job-{i}", raw)
+        summaries.extend(summary)
+        f = figures(steady([b for b in batches if b.query in QUERIES], s.warmup_batches), per_row)
+        rate_, bound = sustained(f, offered, trigger_ms)
+        return Run("tsdemo process", f.readings, f.rows, f.busy_s, usage, {
+            **f.as_dict(), "sustained_rate": round(rate_), "sustained_bound": bound,
+            "phases_ms": phase_means(steady([b for b in logged if b.query in QUERIES], s.warmup_batches)),
+            "cpu_s_per_1000_readings": cpu_per_1000(usage.get("tsdemo process"), target - before, per_row)},
+            readings_per_s=f.processing_rate)
+
+    trials = interleave(s.repeats, job_run, noop_run, env.say)
     case = f"{label}: {offsets * per_row:,.0f} readings a batch, offered {offered:,.0f} readings/s, trigger {s.trigger}"
-    comparison = Comparison("process", case, middle.job, middle.noop, s.target_ratio)
-    ratios = [round(t.ratio, 3) for t in trials]
+    comparison = Comparison.of_trials("process", case, trials, s.target_ratio)
+    job_d, noop_d = comparison.subject.details, comparison.baseline.details if comparison.baseline else {}
     comparison.notes.append(
-        f"{label}: median of {len(trials)} interleaved runs (the row shows the median run): ratio "
-        f"{middle.ratio:.2f}, spread {ordered[0].ratio:.2f}-{ordered[-1].ratio:.2f} (each: {ratios}); load average "
-        + ", ".join(f"{t.load:.1f}" for t in trials))
-    job_d, noop_d = middle.job.details, middle.noop.details
-    comparison.notes.append(
-        f"{label}: p95 batch {job_d['batch_p95_ms'] or 0:.0f} ms for the job, {noop_d['batch_p95_ms'] or 0:.0f} ms "
-        f"no-op; sustained {job_d['sustained_bound']} {job_d['sustained_rate']:,} readings/s (no-op "
-        f"{noop_d['sustained_bound']} {noop_d['sustained_rate']:,}); CPU-seconds per 1,000 readings: job "
-        f"{job_d['cpu_s_per_1000_readings']}, no-op {noop_d['cpu_s_per_1000_readings']}")
+        f"{label}: load average at each run's start {', '.join(f'{x:.1f}' for x in loads)}; median trial: p95 batch "
+        f"{job_d['batch_p95_ms'] or 0:.0f} ms for the job, {noop_d.get('batch_p95_ms') or 0:.0f} ms no-op; sustained "
+        f"{job_d['sustained_bound']} {job_d['sustained_rate']:,} readings/s (no-op {noop_d.get('sustained_bound')} "
+        f"{noop_d.get('sustained_rate', 0):,}); CPU-seconds per 1,000 readings: job "
+        f"{job_d['cpu_s_per_1000_readings']}, no-op {noop_d.get('cpu_s_per_1000_readings')}")
     comparison.notes.append(f"{label}: the job's batch phases (mean ms): {job_d['phases_ms']}; no-op "
-                            f"{noop_d['phases_ms']}")
+                            f"{noop_d.get('phases_ms')}")
     return comparison, summaries
 
 

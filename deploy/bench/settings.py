@@ -93,8 +93,6 @@ class ProcessBenchSettings(SparkBenchSettings):
     catchup_offsets_per_trigger: int = Field(
         5000, ge=0, description="Kafka records per micro-batch of the second case, a backlog caught up in big "
         "batches (0: only the first case); its topic holds enough readings for 5 steady batches")
-    repeats: int = Field(3, ge=1, description="runs of the job and of the no-op baseline per case, interleaved; "
-                         "the ratio reported is their median, with the spread")
     warmup_batches: int = Field(2, ge=0, description="first micro-batches left out of the figures (JIT, state "
                                 "store and connection set-up)")
     spark_master: str = Field("local[*]", description="Spark master of both runs")
