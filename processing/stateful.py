@@ -52,6 +52,9 @@ OUTPUT_SCHEMA = ", ".join(f"`{name}` {kind}" for name, kind in OUTPUT_COLUMNS.it
 WINDOW, STATUS, ANOMALY, INVALID, BUCKET = "window", "status", "anomaly", "invalid", "bucket"
 KINDS = (WINDOW, STATUS, ANOMALY, INVALID, BUCKET)
 
+#: the step's input (``processing.transforms.stateful_input``)
+INPUT_COLUMNS = ("bucket", "device_id", "site", "type", "ts", "seq", "boot", "pos", "metric", "value", "lat", "lon",
+                 "battery", "partition", "offset", "idx", "reason", "payload", "event_time")
 _WKEY = ["device_id", "metric", "start"]
 _SKEY = ["device_id", "start"]
 _SERIES = ["device_id", "metric"]
@@ -352,8 +355,7 @@ def bucket_function(window_ms: int, cfg: DetectorConfig) -> Any:
     """The ``applyInPandasWithState`` function: the bucket's state in, its output rows out."""
 
     def run(key: tuple, frames: Iterator[pd.DataFrame], group_state: Any) -> Iterator[pd.DataFrame]:
-        chunks = list(frames)
-        rows = chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
+        rows = _concat(list(frames))
         state = BucketState.loads(group_state.get[0]) if group_state.exists else BucketState()
         try:
             watermark = int(group_state.getCurrentWatermarkMs())
@@ -365,6 +367,17 @@ def bucket_function(window_ms: int, cfg: DetectorConfig) -> Any:
         yield out
 
     return run
+
+
+def _concat(chunks: list[pd.DataFrame]) -> pd.DataFrame:
+    """The group's rows in one frame. Spark hands a group over in many chunks (its Arrow writer also cuts
+    a batch every 100 ms, so a busy machine gets dozens); ``pd.concat`` checked every column of every
+    chunk for all-NA dtypes and was a third of the worker's time. Same columns in every chunk: numpy."""
+    if len(chunks) == 1:
+        return chunks[0]
+    if not chunks:
+        return pd.DataFrame(columns=list(INPUT_COLUMNS))
+    return pd.DataFrame({c: np.concatenate([chunk[c].to_numpy() for chunk in chunks]) for c in chunks[0].columns})
 
 
 _FROZEN = False

@@ -159,3 +159,14 @@ def test_invalid_rows_pass_through_and_a_spike_is_an_anomaly():
     assert inv["payload"].tolist() == [b"{...}"]
     hits = out[out["kind"] == ANOMALY]
     assert hits[["detector", "seq"]].values.tolist() == [["ewma_z", 60]]
+
+
+def test_a_group_handed_over_in_chunks_is_stepped_as_one_frame():
+    from processing.stateful import _concat
+
+    rows = sample_rows(fleet()[:300])
+    bad = pd.DataFrame([{"reason": "negative seq", "payload": b"x", "partition": 1, "offset": 2, "idx": None}])
+    chunks = [rows.iloc[:100], pd.concat([rows.iloc[100:200], bad], ignore_index=True), rows.iloc[200:]]
+    whole = step(pd.concat(chunks, ignore_index=True), BucketState(), -1, WINDOW_MS, DetectorConfig())
+    parts = step(_concat(chunks), BucketState(), -1, WINDOW_MS, DetectorConfig())
+    pd.testing.assert_frame_equal(whole.reset_index(drop=True), parts.reset_index(drop=True), check_dtype=False)
