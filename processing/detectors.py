@@ -177,9 +177,13 @@ def _compiled():  # type: ignore[no-untyped-def]
         log.warning("numba is not installed: the anomaly detectors run on numpy (slower)")
         return None
     try:
-        # cache=True keeps the machine code beside the module, so a new Python worker loads it instead
-        # of compiling again (about a second); where that directory is read-only numba compiles in memory.
+        # cache=True keeps the machine code beside the module (or in NUMBA_CACHE_DIR), so a new Python
+        # worker loads it instead of compiling again (seconds on a busy machine).
         return numba.njit(cache=True, nogil=True)(_loop)
+    except RuntimeError:  # no writable cache directory (a read-only image): compile in each worker
+        pass
+    try:
+        return numba.njit(nogil=True)(_loop)
     except Exception:  # a numba that cannot build for this platform: the numpy path is exact too
         log.exception("numba could not compile the anomaly detectors; they run on numpy")
         return None

@@ -53,6 +53,9 @@ def build_session(settings: ProcessingSettings) -> Any:
         .config("spark.ui.showConsoleProgress", "false")
         # The sink takes each batch's output as pandas through Arrow, not as a row object per row.
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        # A bucket's rows reach Python in Arrow batches of at most this many rows, each made a DataFrame
+        # by pyspark (10,000 by default: a dozen per bucket at 50,000-reading batches).
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "100000")
         # With a watermark Spark otherwise runs a batch without input whenever the watermark moves, to
         # evict state: a batch's full fixed cost for nothing, since the step evicts on its next batch.
         .config("spark.sql.streaming.noDataMicroBatches.enabled", "false")
