@@ -184,7 +184,9 @@ def run_case(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSe
     trigger_ms = duration_ms(s.trigger)
     per_row = payloads.readings_per_message
     offered = offsets * per_row / (trigger_ms / 1000)
-    target = min(payloads.messages, offsets * (s.warmup_batches + 5)) if label == "catch-up" else payloads.messages
+    # Kafka records each run works through: --readings for the default case, 5 steady batches for catch-up.
+    wanted = offsets * (s.warmup_batches + 5) if label == "catch-up" else -(-s.readings // s.batch)
+    target = min(payloads.messages, wanted)
     summaries: list[str] = []
     loads: list[float] = []
 
