@@ -169,7 +169,7 @@ def record_progress(progress: list[Any], write: Any, counts: dict[int, Any] | No
     points = [pt for p in progress for pt in pipeline_points(p, (counts or {}).pop(p.batchId, None))]
     for point in points:
         query = point["tags"]["query"]
-        if "batch_duration_ms" not in point["fields"]:
+        if query == DLQ_POINT:  # the same batch as the query's point: counted there
             continue
         BATCH_DURATION.labels(query).set(point["fields"]["batch_duration_ms"])
         INPUT_RATE.labels(query).set(point["fields"]["input_rate"])
@@ -224,8 +224,10 @@ def pipeline_points(progress: Any, counts: Any) -> list[dict[str, Any]]:
     fields["late_rows"] += counts.late
     fields["invalid_rows"] = counts.invalid
     fields["output_rows"] = counts.output_rows
-    dlq = {"measurement": PIPELINE, "tags": {"query": DLQ_POINT}, "time": point["time"],
-           "fields": {"output_rows": counts.invalid, "invalid_rows": counts.invalid}}
+    # The DLQ is written by the same batch: its point has that batch's health (duration, lag) and, as the
+    # DLQ query's did, the invalid readings as output_rows; late rows are counted once, on the query's.
+    dlq_fields = {**fields, "late_rows": 0, "output_rows": counts.invalid, "invalid_rows": counts.invalid}
+    dlq = {"measurement": PIPELINE, "tags": {"query": DLQ_POINT}, "time": point["time"], "fields": dlq_fields}
     return [point, dlq]
 
 

@@ -82,3 +82,20 @@ def test_a_checkpoint_of_the_three_query_job_stops_the_new_one_naming_it(tmp_pat
     other = checkpoint_location(ProcessingSettings(checkpoint_dir=tmp_path, state_buckets=7), 7)
     with pytest.raises(CheckpointError, match="job-v"):
         check_checkpoints(ProcessingSettings(checkpoint_dir=tmp_path, state_buckets=7), other)
+
+
+def test_each_batch_gives_the_querys_pipeline_point_and_the_dlqs_with_the_same_health():
+    from types import SimpleNamespace
+
+    from processing.job import pipeline_points
+    from processing.sink import BatchCounts
+
+    op = SimpleNamespace(numRowsDroppedByWatermark=2, numRowsTotal=5)
+    progress = SimpleNamespace(stateOperators=[op], numInputRows=100, inputRowsPerSecond=50.0,
+                               processedRowsPerSecond=80.0, batchDuration=1200, sink=None, sources=[],
+                               eventTime={}, name="windows", batchId=7)
+    query, dlq = pipeline_points(progress, BatchCounts(late=3, invalid=4, output_rows=90))
+    assert query["tags"] == {"query": "windows"} and dlq["tags"] == {"query": "dlq"}
+    assert query["fields"]["late_rows"] == 5 and query["fields"]["invalid_rows"] == 4
+    assert dlq["fields"]["output_rows"] == 4 and dlq["fields"]["late_rows"] == 0
+    assert dlq["fields"]["batch_duration_ms"] == query["fields"]["batch_duration_ms"] == 1200.0
