@@ -17,6 +17,25 @@ def client(protocol: int = mqtt.MQTTv5) -> FastClient:
     return FastClient(mqtt.CallbackAPIVersion.VERSION2, client_id="t", protocol=protocol)
 
 
+class Idle:
+    """A socket nothing is read from or written to: the tests read paho's queues instead."""
+
+    def close(self) -> None:
+        return None
+
+
+class Chunks(Idle):
+    """A non-blocking socket whose reads return the given chunks, one per call, then would block."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def recv(self, n: int) -> bytes:
+        if not self.chunks:
+            raise BlockingIOError
+        return self.chunks.pop(0)
+
+
 def decode_stream(data: bytes) -> list[tuple[int, bytes]]:
     """(first byte, body) of each packet in ``data``, reading the remaining length as MQTT defines it."""
     out, pos = [], 0
@@ -40,7 +59,7 @@ def decode_stream(data: bytes) -> list[tuple[int, bytes]]:
 @pytest.mark.parametrize("size", [0, 1, 120, 127, 128, 16_380, 16_384, 2_097_152])
 def test_published_packets_decode_with_paho(protocol: int, qos: int, size: int):
     c = client(protocol)
-    c._sock = object()  # "connected" for queueing; nothing is sent: the test reads the queue
+    c._sock = Idle()  # "connected" for queueing; nothing is sent: the test reads the queue
     c._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
     c._on_socket_register_write = lambda *_a: None  # no network thread and no inline write
     payloads = [(f"sensors/site-{i}/dev-{i}", bytes([i % 256]) * size) for i in range(3)]
@@ -72,13 +91,7 @@ def test_buffered_reads_hand_paho_exactly_the_bytes_asked_for():
     stream = b"".join(bytes([i % 256]) * (i % 7 + 1) for i in range(2000))
     chunks = [stream[i:i + 4096] for i in range(0, len(stream), 4096)]
 
-    class Sock:
-        def recv(self, n: int) -> bytes:
-            if not chunks:
-                raise BlockingIOError
-            return chunks.pop(0)
-
-    c._sock = Sock()
+    c._sock = Chunks(chunks)
     got, sizes = [], [1, 3, 2, 500, 1, 7, 9000]
     try:
         while True:
@@ -87,3 +100,24 @@ def test_buffered_reads_hand_paho_exactly_the_bytes_asked_for():
     except BlockingIOError:
         pass
     assert b"".join(got) == stream
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000, 65_536])
+def test_packets_split_anywhere_across_reads_arrive_whole_and_in_order(chunk: int):
+    sender = client()
+    sender._sock = Idle()
+    sender._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+    sender._on_socket_register_write = lambda *_a: None
+    sent = [(f"sensors/s/d{i}", bytes([i % 256]) * (i * 37 % 700)) for i in range(200)]
+    sender.publish_many(sent, 1)
+    stream = b"".join(bytes(p["packet"]) for p in sender._out_packet)
+    chunks = [stream[i:i + chunk] for i in range(0, len(stream), chunk)]
+
+    receiver = client()
+    receiver._sock = Chunks(chunks)
+    receiver._manual_ack = True
+    got: list[tuple[str, bytes, int]] = []
+    receiver.on_message = lambda _c, _u, m: got.append((m.topic, m.payload, m.qos))
+    while chunks:
+        assert receiver.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got == [(t, p, 1) for t, p in sent]
