@@ -90,15 +90,21 @@ def _settings(conf: str) -> dict[str, str]:
     return {key: value.strip() for key, value in pairs}
 
 
-def test_mosquitto_config_has_the_local_stacks_limits(tmp_path: Path):
-    local = Mosquitto(tmp_path / "m", 1883)
-    local._prepare()  # writes the config the local stack runs with
+def test_the_deployed_mosquitto_config_is_locked_down_and_the_local_demo_opts_out_by_name(tmp_path: Path):
     ours = _settings((C.COMPOSE_DIR / "mosquitto" / "mosquitto.conf").read_text())
+    assert ours["listener"] == "1883" and ours["allow_anonymous"] == "false"
+    assert ours["password_file"] == "/mosquitto/auth/passwd" and ours["acl_file"] == "/mosquitto/auth/acl"
+    # The local stack's broker runs the same file; the anonymous demo is a drop-in that says its name.
+    local = Mosquitto(tmp_path / "m", 1883)
+    local._prepare()
     theirs = _settings(local.config_path.read_text())
     for key in ("persistence", "autosave_interval", "max_queued_messages", "max_inflight_messages",
-                "persistent_client_expiration", "allow_anonymous"):
+                "persistent_client_expiration", "allow_anonymous", "set_tcp_nodelay"):
         assert ours[key] == theirs[key], key
-    assert ours["listener"] == "1883"
+    drop_ins = {p.name: p.read_text() for p in (local.state_dir / "auth" / "conf.d").iterdir()}
+    assert list(drop_ins) == ["anonymous-demo.conf"]
+    assert "MQTT_ALLOW_ANONYMOUS_DEMO=true" in drop_ins["anonymous-demo.conf"]
+    assert _settings(drop_ins["anonymous-demo.conf"]) == {"allow_anonymous": "true"}
 
 
 def test_interpolation_follows_compose_rules():
