@@ -53,10 +53,8 @@ chmod 700 "$CREDENTIALS_DIR"
 keep mqtt-bridge-password "${MQTT_BRIDGE_PASSWORD:-}"
 keep mqtt-fleet-password "${MQTT_FLEET_PASSWORD:-}"
 keep grafana-admin-password "${GRAFANA_ADMIN_PASSWORD:-}"
-# Devices outside: "id:password id:password ..." in MQTT_DEVICES, one per line for mqtt-auth.sh.
-set -f  # a "*" in a password is no glob
-printf '%s\n' ${MQTT_DEVICES:-} >"$CREDENTIALS_DIR/mqtt-devices"
-set +f
+# Devices outside: "id:password id:password ..." (mqtt-auth.sh checks them).
+printf '%s\n' "${MQTT_DEVICES:-}" >"$CREDENTIALS_DIR/mqtt-devices"
 
 publish mqtt-bridge-password "$INGEST_SECRETS_DIR" "$service_uid:$service_uid" 0400
 publish mqtt-fleet-password "$GENERATOR_SECRETS_DIR" "$service_uid:$service_uid" 0400

@@ -17,10 +17,10 @@ from deploy.validate import tools
 
 pytestmark = pytest.mark.integration
 
-PROFILES = ["large-fleet", "second-bridge", "grafana-api", "verify"]
+PROFILES = ["large-fleet", "second-bridge", "grafana-api", "verify", "tls"]
 OURS = {"storage-init", "processing", "ingest", "ingest-2", "generator", "generator-large", "dashboards-init",
         "verify"}
-ONE_SHOT = {"kafka-init", "storage-init", "dashboards-init", "verify"}
+ONE_SHOT = {"kafka-init", "storage-init", "dashboards-init", "verify", "credentials-init", "mqtt-tls-init"}
 
 
 def compose_config(*args: str, compose_dir: Path = C.COMPOSE_DIR) -> subprocess.CompletedProcess:

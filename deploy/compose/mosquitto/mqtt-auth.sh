@@ -16,7 +16,7 @@
 #   MQTT_AUTH_DIR                 where to write (default /mosquitto/auth)
 #   MQTT_BRIDGE_PASSWORD_FILE     file holding the bridge's password
 #   MQTT_FLEET_PASSWORD_FILE      file holding the fleet simulator's password
-#   MQTT_DEVICES_FILE             optional: one "<device_id>:<password>" line per device
+#   MQTT_DEVICES_FILE             optional: "<device_id>:<password>" per device, separated by spaces or lines
 #   MQTT_TLS_DIR                  optional: ca.crt, tls.crt and tls.key (cert-manager's names) there add a TLS
 #                                 listener on MQTT_TLS_PORT (8883, on MQTT_TLS_BIND_ADDRESS) with the same
 #                                 users and ACLs; MQTT_TLS_REQUIRE_CERTIFICATE=true also asks clients for a
@@ -128,16 +128,17 @@ fi
 devices=0
 if [ -n "${MQTT_DEVICES_FILE:-}" ]; then
   [ -r "$MQTT_DEVICES_FILE" ] || die "cannot read MQTT_DEVICES_FILE $MQTT_DEVICES_FILE"
-  while IFS= read -r line || [ -n "$line" ]; do
-    case $line in "" | "#"*) continue ;; esac
-    user=${line%%:*}
-    [ "$user" != "$line" ] || die "a line of MQTT_DEVICES_FILE is not <device_id>:<password>"
+  set -f  # a "*" in a password is no glob
+  for entry in $(cat "$MQTT_DEVICES_FILE"); do
+    user=${entry%%:*}
+    [ "$user" != "$entry" ] || die "an entry of MQTT_DEVICES_FILE is not <device_id>:<password>"
     check_user "$user"
     case $user in "$bridge_user" | "$fleet_user" | "$health_user") die "device id '$user' is a service's username" ;; esac
-    check_password "$user" "${line#*:}"
-    printf '%s\n' "$line" >>"$plain"
+    check_password "$user" "${entry#*:}"
+    printf '%s\n' "$entry" >>"$plain"
     devices=$((devices + 1))
-  done <"$MQTT_DEVICES_FILE"
+  done
+  set +f
 fi
 health_password=$(random_password)
 printf '%s:%s\n' "$health_user" "$health_password" >>"$plain"
