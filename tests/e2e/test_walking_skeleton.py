@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -63,3 +65,30 @@ def test_a_mosquitto_pub_reading_is_counted_with_its_mean(pipeline):
                                    "WHERE \"device_id\" = 'cli-1' AND \"metric\" = 'temperature'")
     if len(window) == 1:  # the three readings fell into one 10 s window
         assert window[0]["count"] == 3 and window[0]["mean"] == pytest.approx(65.0 / 3)
+
+
+def test_a_bridge_retiring_mid_stream_loses_no_reading_end_to_end(pipeline):
+    """Two bridges share the stream; one retires (POST /retire, as the Kubernetes preStop hook sends it on a
+    scale-down) while the generator publishes. It never comes back, yet `tsdemo verify` finds every reading."""
+    import urllib.request
+
+    leaving = pipeline.start("ingest-retiring", "ingest", {"TSDEMO_CLIENT_ID": "tsdemo-bridge-retiring"})
+    ledger = pipeline.workdir / "ledger-retire.json"
+    gen_env = {"TSDEMO_CLIENT_ID": "gen-retire", "TSDEMO_LEDGER_PATH": str(ledger)}
+    generator = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "generate", "--devices", "8", "--sites", "2", "--rate", "400",
+         "--count", "4000", "--seed", "77"], env={**os.environ, **pipeline.env, **gen_env}, cwd=pipeline.workdir,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(4)  # about a third of the run
+    request = urllib.request.Request(f"http://127.0.0.1:{leaving.health_port}/retire", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 202
+    assert leaving.proc.wait(120) == 0, leaving.tail()
+    assert '"msg": "bridge retired"' in leaving.tail(100)
+    assert generator.wait(120) == 0
+    header = json.loads(ledger.read_text())
+    assert header["published"] == 4000 and header["complete"]
+    result = pipeline.run(["verify", "--ledger-path", str(ledger), "--wait-s", "120", "--json-output"], check=False)
+    report = json.loads(result.stdout)
+    assert report["lost"] == 0 and report["double_counted"] == 0, report
+    assert result.returncode == 0
