@@ -90,9 +90,9 @@ def run_hook(api: FakeKubernetesApi, tmp_path: Path, pod: str, health_port: int)
 
 
 def test_a_bridge_retiring_mid_stream_hands_its_share_over_and_loses_nothing(run: Run, k8s_api, tmp_path):
-    # Small windows, so the retiring bridge's session holds a backlog to drain when it unsubscribes.
-    stays = run.bridge("ingest-0", max_inflight=20).start()
-    leaves = run.bridge("ingest-1", max_inflight=20).start()
+    # A small window, so a burst leaves the retiring bridge's session a backlog to drain when it unsubscribes.
+    stays = run.bridge("ingest-0", max_inflight=5).start()
+    leaves = run.bridge("ingest-1", max_inflight=5).start()
     pub = Publisher(run)
     pub.stream(0, 4000, pace_s=0.002)
     wait_until(lambda: leaves.metric("tsdemo_ingest_forwarded_total") >= 500, "ingest-1 to forward 500")
@@ -101,7 +101,10 @@ def test_a_bridge_retiring_mid_stream_hands_its_share_over_and_loses_nothing(run
     kept = run_hook(k8s_api, tmp_path, "ingest-1", leaves.health_port)
     assert kept.returncode == 0 and "keeping its MQTT session" in kept.stdout, kept.stdout + kept.stderr
     assert leaves.healthy()
-    # The scale-down to one replica: ingest-1 retires while the stream goes on, and exits by itself.
+    # The scale-down to one replica: ingest-1 retires while the stream goes on, right after a burst, and
+    # exits by itself.
+    burst = Publisher(run)
+    burst.publish(10_000, 13_000)
     k8s_api.replicas = 1
     retired = run_hook(k8s_api, tmp_path, "ingest-1", leaves.health_port)
     assert retired.returncode == 0 and "retired and exited" in retired.stdout, retired.stdout + retired.stderr
@@ -111,15 +114,20 @@ def test_a_bridge_retiring_mid_stream_hands_its_share_over_and_loses_nothing(run
     retired_line = next((line for line in log.splitlines() if '"msg": "bridge retired"' in line), None)
     assert retired_line, log
     leaves_forwarded = json.loads(retired_line)["forwarded"]
+    ended = next(line for line in log.splitlines() if "ended the session" in line)
+    assert json.loads(ended)["drained"] > 0, "the session held no backlog: the drain was not exercised"
 
-    acked = pub.acked()
+    acked = pub.acked() | burst.acked()
+    burst.sent.update(pub.sent)
+    burst.topics.update(pub.topics)
     reader = TopicReader(run.kafka_endpoint, run.topic)
     counts = reader.read_until(acked)
     # Everything once, and nothing waited for ingest-1 to come back: it never does, its session is gone.
     assert counts == Counter({mid: 1 for mid in acked})
-    check_unchanged(reader, pub)
+    check_unchanged(reader, burst)
     assert leaves_forwarded >= 500 and leaves_forwarded + stays.metric("tsdemo_ingest_forwarded_total") == len(acked)
     pub.close()
+    burst.close()
 
 
 def test_retire_is_refused_from_anywhere_but_loopback_and_to_anything_but_post(run: Run):
@@ -129,11 +137,15 @@ def test_retire_is_refused_from_anywhere_but_loopback_and_to_anything_but_post(r
     assert got.value.code in (404, 405)
     import socket
 
-    outside = next((a for *_, (a, *_) in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
-                    if not a.startswith("127.")), None)
-    if outside is not None:  # a non-loopback address of this machine, where the health port also listens
-        request = urllib.request.Request(f"http://{outside}:{bridge.health_port}/retire", method="POST")
-        with pytest.raises(urllib.error.HTTPError) as got:
-            urllib.request.urlopen(request, timeout=5)
-        assert got.value.code == 403
+    import psutil
+
+    # A non-loopback address of this machine: the health port listens on every address.
+    outside = next((a.address for addrs in psutil.net_if_addrs().values() for a in addrs
+                    if a.family == socket.AF_INET and not a.address.startswith("127.")), None)
+    if outside is None:
+        pytest.skip("this machine has no address but loopback")
+    request = urllib.request.Request(f"http://{outside}:{bridge.health_port}/retire", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as got:
+        urllib.request.urlopen(request, timeout=5)
+    assert got.value.code == 403
     assert bridge.healthy()
