@@ -46,7 +46,7 @@ class BridgeSettings(MqttSettings):
     shutdown_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long to wait for the messages in "
                                       "flight before leaving them to the broker to deliver again")
     retire_timeout_s: float = Field(240.0, gt=0, description="on POST /retire (a scale-down), how long to drain "
-                                    "the session into Kafka; past it the bridge stops keeping its session")
+                                    "the session into Kafka; past it the bridge stops as on SIGTERM, its session kept")
     health_port: int = Field(-1, description="port for /healthz and /metrics (0: any free port, <0: off)")
     log_level: str = Field("INFO", description="log level")
 
