@@ -107,7 +107,7 @@ def test_a_bridge_retiring_mid_stream_hands_its_share_over_and_loses_nothing(run
     burst.publish(10_000, 13_000)
     k8s_api.replicas = 1
     retired = run_hook(k8s_api, tmp_path, "ingest-1", leaves.health_port)
-    assert retired.returncode == 0 and "retired and exited" in retired.stdout, retired.stdout + retired.stderr
+    assert retired.returncode == 0 and "the bridge exited" in retired.stdout, retired.stdout + retired.stderr
     assert leaves.proc is not None and leaves.proc.wait(10) == 0
     assert k8s_api.requests == [("/apis/apps/v1/namespaces/tsdemo/statefulsets/ingest", "Bearer a-test-token")] * 2
     log = leaves.tail(200)

@@ -4,6 +4,7 @@ stack's."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -132,3 +133,55 @@ def test_services_run_what_their_build_target_and_its_base_stages_give_them():
     verify = C.service_run(config, "verify")
     assert verify.argv[:2] == ["tsdemo", "verify"] and "TSDEMO_HEALTH_PORT" not in verify.env
     assert C.service_run(config, "storage-init").argv == ["tsdemo", "storage", "init", "--wait-s", "120"]
+
+
+def run_credentials_init(tmp_path: Path, **env: str) -> dict[str, Path]:
+    """deploy/compose/credentials-init.sh with its volumes as directories under ``tmp_path``."""
+    dirs = {name: tmp_path / name for name in ("credentials", "auth", "ingest", "generator", "grafana")}
+    done = subprocess.run(
+        ["sh", str(C.COMPOSE_DIR / "credentials-init.sh")], capture_output=True, text=True, timeout=60,
+        env={"PATH": os.environ["PATH"], "CREDENTIALS_DIR": str(dirs["credentials"]),
+             "MQTT_AUTH_DIR": str(dirs["auth"]), "INGEST_SECRETS_DIR": str(dirs["ingest"]),
+             "GENERATOR_SECRETS_DIR": str(dirs["generator"]), "GRAFANA_SECRETS_DIR": str(dirs["grafana"]), **env})
+    assert done.returncode == 0, done.stderr
+    assert "password" not in done.stdout.replace("-password", "")  # names only, never a value
+    return dirs
+
+
+def test_compose_credentials_are_generated_once_kept_and_each_service_gets_only_its_own(tmp_path: Path):
+    dirs = run_credentials_init(tmp_path)
+    bridge = (dirs["ingest"] / "mqtt-bridge-password").read_text()
+    assert len(bridge.strip()) >= 24 and bridge != (dirs["generator"] / "mqtt-fleet-password").read_text()
+    assert [p.name for p in dirs["ingest"].iterdir()] == ["mqtt-bridge-password"]
+    assert [p.name for p in dirs["generator"].iterdir()] == ["mqtt-fleet-password"]
+    assert [p.name for p in dirs["grafana"].iterdir()] == ["grafana-admin-password"]
+    assert (dirs["ingest"] / "mqtt-bridge-password").stat().st_mode & 0o777 == 0o400
+    assert bridge.strip() not in (dirs["auth"] / "passwd").read_text()  # the broker gets hashes only
+    # A second start keeps what the first generated; a value from credentials.env wins.
+    assert run_credentials_init(tmp_path)["ingest"].joinpath("mqtt-bridge-password").read_text() == bridge
+    chosen = "a-chosen-bridge-password"
+    dirs = run_credentials_init(tmp_path, MQTT_BRIDGE_PASSWORD=chosen, MQTT_DEVICES="dev-1:device-one-password")
+    assert (dirs["ingest"] / "mqtt-bridge-password").read_text() == chosen + "\n"
+    assert [line.split(":")[0] for line in (dirs["auth"] / "passwd").read_text().splitlines()] == \
+        ["tsdemo-bridge", "tsdemo-fleet", "dev-1", "tsdemo-health"]
+    assert not list((dirs["auth"] / "conf.d").iterdir())
+    # The named opt-in, and back.
+    dirs = run_credentials_init(tmp_path, MQTT_ALLOW_ANONYMOUS_DEMO="true")
+    assert [p.name for p in (dirs["auth"] / "conf.d").iterdir()] == ["anonymous-demo.conf"]
+    assert not list((run_credentials_init(tmp_path)["auth"] / "conf.d").iterdir())
+
+
+def test_every_mqtt_client_in_compose_signs_in_with_a_password_file_of_its_own():
+    services = C.load()["services"]
+    clients = {name: svc for name, svc in services.items() if "TSDEMO_MQTT_HOST" in svc.get("environment", {})}
+    assert set(clients) >= {"ingest", "ingest-2", "generator", "generator-large"}
+    for name, svc in clients.items():
+        env = svc["environment"]
+        role = "bridge" if name.startswith("ingest") else "fleet"
+        assert env["TSDEMO_MQTT_USERNAME"] == f"tsdemo-{role}", name
+        assert "TSDEMO_MQTT_PASSWORD" not in env, name
+        secret_dir = env["TSDEMO_MQTT_PASSWORD_FILE"].rsplit("/", 1)[0]
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
+        assert mounts[secret_dir] == ("ingest-secrets" if role == "bridge" else "generator-secrets"), name
+    assert services["mosquitto"]["depends_on"]["credentials-init"]["condition"] == "service_completed_successfully"
+    assert "mqtt-auth:/mosquitto/auth:ro" in services["mosquitto"]["volumes"]
