@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from deploy.validate.compose import COMPOSE_DIR, REPO, read_dotenv
-from deploy.validate.gen_strimzi_schemas import SCHEMAS, _strip
+from deploy.validate.gen_strimzi_schemas import SCHEMAS, write_schemas
 
 MODULE = "github.com/cert-manager/cert-manager"
 CRDS = {"Certificate": "cert-manager.io_certificates.yaml", "Issuer": "cert-manager.io_issuers.yaml"}
@@ -32,20 +32,9 @@ def generate(version: str, out: Path) -> None:
     env = {**os.environ, "GOMODCACHE": str(cache / "go/mod"), "GOFLAGS": "-modcacherw", "GOTOOLCHAIN": "local"}
     info = json.loads(subprocess.run(["go", "mod", "download", "-json", f"{MODULE}@v{version}"], env=env,
                                      check=True, capture_output=True, text=True).stdout)
-    out.mkdir(parents=True, exist_ok=True)
     for kind, name in CRDS.items():
         crd = yaml.safe_load((Path(info["Dir"]) / "deploy/crds" / name).read_text())
-        for ver in crd["spec"]["versions"]:
-            if not ver.get("served"):
-                continue
-            schema = {
-                "x-source": f"{MODULE}@v{version} deploy/crds/{name} (Go module proxy)",
-                "x-group-version-kind": [crd["spec"]["group"], ver["name"], kind],
-                **_strip(ver["schema"]["openAPIV3Schema"]),
-            }
-            path = out / f"{kind.lower()}-{crd['spec']['group']}-{ver['name']}.json"
-            path.write_text(json.dumps(schema, indent=1, sort_keys=True) + "\n")
-            print(f"wrote {path}")
+        write_schemas(crd, kind, out, f"{MODULE}@v{version} deploy/crds/{name} (Go module proxy)")
 
 
 def main(argv: list[str] | None = None) -> int:
