@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from generators.labels import LabelWriter
 from generators.ledger import Ledger
 from generators.outgoing import Item, Message
@@ -19,33 +21,42 @@ class Accountant:
     def __init__(self, ledger: Ledger, labels: LabelWriter) -> None:
         self.ledger = ledger
         self.labels = labels
+        # Acks are settled on the network thread and, for a PUBACK that overtook the hand-over, on the
+        # generator's: "first acknowledged copy counts" must be decided one batch at a time.
+        self._lock = threading.Lock()
 
-    def sent(self, message: Message) -> None:
-        """Before the message goes out: the ledger learns the boots in use."""
-        self.ledger.note_sent([i.reading for i in message.items if i.reading is not None])
+    def sent(self, messages: list[Message]) -> None:
+        """Before the messages go out: the ledger learns the boots in use."""
+        self.ledger.note_sent([i.reading for m in messages for i in m.items if i.reading is not None])
 
-    def acked(self, message: Message) -> int:
-        """The broker acknowledged ``message``; returns the readings newly counted."""
+    def acked(self, messages: list[Message]) -> int:
+        """The broker acknowledged ``messages``; returns the readings newly counted."""
+        with self._lock:
+            return self._acked(messages)
+
+    def _acked(self, messages: list[Message]) -> int:
         on_time, late, labels = [], [], []
         malformed = duplicates = 0
-        for item in message.items:
-            if item.reading is None:
-                malformed += item.payload is not None
-                continue
-            if item.group is not None:
-                if item.group.counted:
-                    duplicates += 1
+        for message in messages:
+            for item in message.items:
+                if item.reading is None:
+                    malformed += item.payload is not None
                     continue
-                item.group.counted = True
-            (late if item.late else on_time).append(item.reading)
-            if item.labels:
-                labels.extend(item.labels)
+                if item.group is not None:
+                    if item.group.counted:
+                        duplicates += 1
+                        continue
+                    item.group.counted = True
+                (late if item.late else on_time).append(item.reading)
+                if item.labels:
+                    labels.extend(item.labels)
         if on_time:
             self.ledger.record(on_time)
         if late:
             self.ledger.record(late, late=True)
-        self.ledger.count_extra(malformed=malformed, duplicates=duplicates, messages=1)
-        self.labels.write(labels)
+        self.ledger.count_extra(malformed=malformed, duplicates=duplicates, messages=len(messages))
+        if labels:
+            self.labels.write(labels)
         return len(on_time) + len(late)
 
     def dropped(self, items: list[Item]) -> None:

@@ -8,8 +8,9 @@ current times its power factor), so a type may derive values after the independe
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,19 @@ class MetricSpec:
         return round(min(self.high, max(self.low, value)), self.decimals)
 
 
-#: Fills in derived metrics in place: (values so far, device's power factor, signal rng).
-Derive = Callable[[dict[str, float], float, random.Random], None]
+#: A derived metric's raw value from (the values so far, the device's power factor, draw(mean, sd)).
+#: Written with arithmetic only, so the same formula serves one reading (floats, ``random.gauss``)
+#: and a whole fleet at once (numpy columns, ``Generator.normal``); the metric's spec then clamps it.
+Formula = Callable[[Mapping[str, Any], Any, Callable[[float, float], Any]], Any]
+
+
+@dataclass(frozen=True)
+class Derive:
+    spec: MetricSpec
+    formula: Formula
+
+    def __call__(self, values: dict[str, float], power_factor: float, rng: random.Random) -> None:
+        values[self.spec.name] = self.spec.clamp(self.formula(values, power_factor, rng.gauss))
 
 
 @dataclass(frozen=True)
@@ -54,15 +66,6 @@ class DeviceType:
 
     def spec(self, metric: str) -> MetricSpec:
         return next(m for m in self.metrics if m.name == metric)
-
-
-def _power(values: dict[str, float], power_factor: float, _rng: random.Random) -> None:
-    values["power"] = POWER.clamp(values["voltage"] * values["current"] * power_factor)
-
-
-def _crest(values: dict[str, float], _pf: float, rng: random.Random) -> None:
-    # Peak velocity is the RMS times a crest factor of about 3 for machinery in good shape.
-    values["peak"] = PEAK.clamp(values["rms"] * rng.gauss(3.0, 0.2))
 
 
 POWER = MetricSpec("power", "W", 1800.0, 1100.0, 60.0, 0.0, 15_000.0, 1, derived=True)
@@ -89,7 +92,7 @@ DEVICE_TYPES: dict[str, DeviceType] = {
                 POWER,
             ),
             battery_drain=0.0,
-            derive=_power,
+            derive=Derive(POWER, lambda v, pf, _draw: v["voltage"] * v["current"] * pf),
         ),
         DeviceType(
             "air_quality",
@@ -106,7 +109,8 @@ DEVICE_TYPES: dict[str, DeviceType] = {
                 PEAK,
             ),
             battery_drain=0.004,
-            derive=_crest,
+            # Peak velocity is the RMS times a crest factor of about 3 for machinery in good shape.
+            derive=Derive(PEAK, lambda v, _pf, draw: v["rms"] * draw(3.0, 0.2)),
         ),
     )
 }

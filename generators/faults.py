@@ -38,6 +38,12 @@ class FaultConfig:
     reboot_rate: float = 0.0
     malformed_rate: float = 0.0
 
+    @property
+    def clean(self) -> bool:
+        """No fault at all: every reading is on time, once, from a healthy device."""
+        return not (self.anomaly_rate or self.duplicate_rate or self.out_of_order_rate or self.late_rate
+                    or self.clock_skew_rate or self.offline_rate or self.reboot_rate or self.malformed_rate)
+
     @classmethod
     def from_settings(cls, s: Any) -> FaultConfig:
         return cls(

@@ -1,10 +1,15 @@
-"""Publishing over MQTT with a bounded in-flight window, reporting each acknowledged message.
+"""Publishing over MQTT with a bounded in-flight window, reporting acknowledged messages in batches.
 
 paho-mqtt queues without limit and fails once its queue passes 65,535 messages, so the window is
-ours: a semaphore taken per message and given back when the broker's PUBACK arrives (at QoS 0,
-when paho has written the message to the socket). paho reconnects on its own with the backoff set
-in ``servicekit.mqtt.make_client``; at QoS 1 it keeps unacknowledged messages and sends them again
-after a reconnect, at QoS 0 we wait for the connection rather than let paho drop the message.
+ours: a count of messages handed to the client and not yet settled. The generator's thread hands
+over as many messages as the window has room for in one ``FastClient.publish_many`` call (one lock,
+one wake-up of the network thread), and the network thread reports the PUBACKs it read in one
+wake-up as one batch (at QoS 0, the messages written in one ``send``): the ledger is updated and the
+window reopened once per batch, never once per message. paho reconnects on its own with the backoff
+set in ``servicekit.mqtt.make_client``; at QoS 1 it keeps unacknowledged messages and sends them
+again after a reconnect; at QoS 0 we wait for the connection rather than let paho drop the message,
+and what was queued but not written when a connection dropped is given back to the window unsent
+(and uncounted: at QoS 0 the ledger counts what was written).
 
 Mosquitto saves its store to disk periodically, so a broker killed without warning loses what it
 acknowledged since the last save. The publisher therefore keeps what was acknowledged in the last
@@ -23,13 +28,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client import Counter, Gauge
 
 from generators.outgoing import Message
-from servicekit.mqtt import MqttSettings, make_client
+from servicekit.mqtt import FastClient, MqttSettings, PublishedBatch, make_client
 
 log = logging.getLogger("generator.publisher")
 
@@ -45,7 +49,10 @@ SESSION_EXPIRY_S = 3600
 
 
 class WindowedPublisher:
-    """Publishes messages at a QoS, never with more than ``max_inflight`` unacknowledged."""
+    """Publishes messages at a QoS, never with more than ``max_inflight`` unacknowledged.
+
+    ``on_acked`` gets the acknowledged messages of each batch, on the MQTT network thread.
+    """
 
     def __init__(
         self,
@@ -53,31 +60,30 @@ class WindowedPublisher:
         client_id: str,
         qos: int,
         max_inflight: int,
-        on_acked: Callable[[Message], Any],
+        on_acked: Callable[[list[Message]], Any],
         *,
         resend_window_s: float = 0.0,
     ) -> None:
         self.qos = qos
+        self.max_inflight = max_inflight
         self.resend_window_s = resend_window_s
         self._recent: collections.deque[tuple[float, str, bytes]] = collections.deque(maxlen=RESEND_MAX_MESSAGES)
         self._resend_mids: set[int] = set()
         self._connected_before = False
         self._lost_at = 0.0  # time.monotonic() when the connection was last seen lost
         self.on_acked = on_acked
-        self._window = threading.BoundedSemaphore(max_inflight)
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._inflight = 0  # handed to the client and not settled yet
         self._pending: dict[int, Message] = {}
-        # PUBACKs that overtook publish() returning the mid; see publish().
+        # PUBACKs that overtook publish_many returning the mids; see publish_batch().
         self._early: dict[int, Any] = {}
         self.refused = 0
         self.connected = threading.Event()
-        self.client = make_client(settings, client_id)
-        # paho's own limit must sit above ours so it never refuses a message we let through.
-        self.client.max_inflight_messages_set(min(max_inflight, 65_535))
+        self.client: FastClient = make_client(settings, client_id)
         self.client.max_queued_messages_set(0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
+        self.client.on_published_many = self._on_published
         self._settings = settings
         self._closing = False
 
@@ -101,90 +107,123 @@ class WindowedPublisher:
             return
         log.info("connected to MQTT broker", extra={"fields": {"session_present": flags.session_present}})
         if self._connected_before:
-            self._resend_recent(client)
+            self._resend_recent()
         self._connected_before = True
         self.connected.set()
 
-    def _resend_recent(self, client: mqtt.Client) -> None:
-        # Runs in paho's network thread, so no PUBACK can arrive before each mid is registered.
+    def _resend_recent(self) -> None:
+        # Runs in paho's network thread, which reads no PUBACK before each mid is registered.
         horizon = self._lost_at - self.resend_window_s
-        with self._lock:
+        with self._cond:
             recent = [(topic, payload) for at, topic, payload in self._recent if at >= horizon]
-        for topic, payload in recent:
-            info = client.publish(topic, payload, qos=self.qos)
-            with self._lock:
-                self._resend_mids.add(info.mid)
-        if recent:
-            RESENT.inc(len(recent))
-            log.info("sent the last %.1fs of acknowledged messages again", self.resend_window_s,
-                     extra={"fields": {"messages": len(recent)}})
+        if not recent:
+            return
+        mids = self.client.publish_many(recent, self.qos)
+        with self._cond:
+            self._resend_mids.update(mids or ())
+        RESENT.inc(len(recent))
+        log.info("sent the last %.1fs of acknowledged messages again", self.resend_window_s,
+                 extra={"fields": {"messages": len(recent)}})
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         # paho calls this for every failed reconnect attempt too: only the first loss counts.
         if self.connected.is_set():
             self._lost_at = time.monotonic()
         self.connected.clear()
+        if self.qos == 0:
+            # paho drops the QoS 0 packets it had not written yet: they were never sent, so they are
+            # given back to the window uncounted.
+            with self._cond:
+                unsent = len(self._pending)
+                self._pending.clear()
+                self._release(unsent)
         if not self._closing:
             log.warning("disconnected from MQTT broker: %s; reconnecting", reason_code)
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
-        # Runs in paho's network thread, which holds paho's message lock: publish() must never hold
-        # our lock while calling into paho, or the two would wait for each other.
-        with self._lock:
-            if mid in self._resend_mids:
-                self._resend_mids.discard(mid)
-                return
-            message = self._pending.pop(mid, None)
-            if message is None:
-                self._early[mid] = reason_code
-                return
-        self._settle(message, reason_code)
+    def _on_published(self, client: FastClient, batch: PublishedBatch) -> None:
+        settled: list[tuple[Message, Any]] = []
+        with self._cond:
+            for mid, reason in batch:
+                if mid in self._resend_mids:
+                    self._resend_mids.discard(mid)
+                    continue
+                message = self._pending.pop(mid, None)
+                if message is None:
+                    self._early[mid] = reason
+                else:
+                    settled.append((message, reason))
+        if settled:
+            self._settle(settled)
 
-    def _settle(self, message: Message, reason_code: Any) -> None:
+    def _settle(self, settled: list[tuple[Message, Any]]) -> None:
+        acked = []
         try:
-            if reason_code is not None and reason_code.is_failure:
-                self.refused += 1
-                REFUSED.inc()
-                log.error("broker refused a message on %s: %s", message.topic, reason_code)
-            else:
-                ACKED_MESSAGES.inc()
-                self.on_acked(message)
+            for message, reason in settled:
+                if reason is not None and reason.is_failure:
+                    self.refused += 1
+                    REFUSED.inc()
+                    log.error("broker refused a message on %s: %s", message.topic, reason)
+                else:
+                    acked.append(message)
+            if acked:
+                ACKED_MESSAGES.inc(len(acked))
+                self.on_acked(acked)
                 if self.resend_window_s and self.qos > 0:
-                    with self._lock:
-                        self._recent.append((time.monotonic(), message.topic, message.payload))
+                    now = time.monotonic()
+                    with self._cond:
+                        self._recent.extend((now, m.topic, m.payload) for m in acked)
         finally:
-            INFLIGHT.dec()
-            self._window.release()
+            with self._cond:
+                self._release(len(settled))
+
+    def _release(self, n: int) -> None:
+        """Give ``n`` window slots back (the caller holds ``_cond``)."""
+        if n:
+            self._inflight -= n
+            INFLIGHT.set(self._inflight)
+            self._cond.notify_all()
+
+    def publish_batch(self, messages: list[Message], stop: threading.Event) -> int:
+        """Hands ``messages`` over in order as the window allows, blocking while it is full; returns how
+        many went (all of them, unless ``stop`` was set first)."""
+        done = 0
+        while done < len(messages):
+            with self._cond:
+                while self._inflight >= self.max_inflight:
+                    if stop.is_set():
+                        return done
+                    self._cond.wait(0.2)
+                room = min(self.max_inflight - self._inflight, len(messages) - done)
+                self._inflight += room
+            chunk = messages[done:done + room]
+            if self.qos == 0 and not self._wait_connected(stop):
+                with self._cond:
+                    self._release(room)
+                return done
+            mids = self.client.publish_many([(m.topic, m.payload) for m in chunk], self.qos)
+            if mids is None:  # QoS 0 raced a disconnect: nothing was queued; wait for the connection
+                self.connected.clear()
+                with self._cond:
+                    self._release(room)
+                continue
+            SENT.inc(room)
+            settled = []
+            with self._cond:
+                INFLIGHT.set(self._inflight)
+                early, pending = self._early, self._pending
+                for mid, message in zip(mids, chunk, strict=True):
+                    if early and mid in early:
+                        settled.append((message, early.pop(mid)))
+                    else:
+                        pending[mid] = message
+            if settled:
+                self._settle(settled)
+            done += room
+        return done
 
     def publish(self, message: Message, stop: threading.Event) -> bool:
-        """Blocks while the window is full; False when stopped before the message could go."""
-        while not self._window.acquire(timeout=0.2):
-            if stop.is_set():
-                return False
-        INFLIGHT.inc()
-        while True:
-            if self.qos == 0 and not self._wait_connected(stop):
-                self._give_back()
-                return False
-            info = self.client.publish(message.topic, message.payload, qos=self.qos)
-            if info.rc == mqtt.MQTT_ERR_SUCCESS or (info.rc == mqtt.MQTT_ERR_NO_CONN and self.qos > 0):
-                break  # at QoS 1 paho keeps a message published while disconnected and sends it later
-            if info.rc != mqtt.MQTT_ERR_NO_CONN:
-                self._give_back()
-                raise RuntimeError(f"MQTT publish failed: {mqtt.error_string(info.rc)}")
-            self.connected.clear()  # QoS 0 raced a disconnect: paho dropped it, so send it again
-        SENT.inc()
-        with self._lock:
-            early = self._early.pop(info.mid, None)
-            if early is None:
-                self._pending[info.mid] = message
-                return True
-        self._settle(message, early)
-        return True
-
-    def _give_back(self) -> None:
-        INFLIGHT.dec()
-        self._window.release()
+        """One message; False when stopped before it could go."""
+        return self.publish_batch([message], stop) == 1
 
     def _wait_connected(self, stop: threading.Event) -> bool:
         while not self.connected.wait(0.2):
@@ -193,19 +232,17 @@ class WindowedPublisher:
         return True
 
     def inflight(self) -> int:
-        with self._lock:
-            return len(self._pending)
+        with self._cond:
+            return self._inflight
 
     def unacknowledged_readings(self) -> int:
-        with self._lock:
+        with self._cond:
             return sum(m.readings for m in self._pending.values())
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until every message is acknowledged; True when none is left."""
-        deadline = time.monotonic() + timeout_s
-        while self.inflight() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self.inflight() == 0
+        with self._cond:
+            return self._cond.wait_for(lambda: self._inflight == 0, timeout_s)
 
     def close(self) -> None:
         self._closing = True

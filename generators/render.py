@@ -36,10 +36,9 @@ def render_messages(
     batcher = Batcher(settings.batch, int(settings.late_threshold_s * 1000), clock=lambda: clock[0])
 
     def account(messages: list[Message]) -> Iterator[Message]:
-        for m in messages:
-            accountant.sent(m)
-            accountant.acked(m)
-            yield m
+        accountant.sent(messages)
+        accountant.acked(messages)
+        yield from messages
 
     for i in range(count):
         clock[0] = i / settings.rate

@@ -34,8 +34,8 @@ class GeneratorSettings(MqttSettings):
         "duplicates are dropped downstream)"
     )
     max_inflight: int = Field(
-        256, ge=1, le=60_000, description="unacknowledged MQTT messages allowed at once (QoS 1); paho scans "
-        "them all on every acknowledgement, so a window far above what the round trip needs costs CPU"
+        256, ge=1, le=60_000, description="unacknowledged MQTT messages allowed at once (QoS 1): enough to "
+        "cover the round trip to the broker; more only holds more in memory and in the broker's backlog"
     )
     client_id: str = Field("tsdemo-generator", description="MQTT client id, stable across restarts (give each "
                            "generator of a stack its own)")

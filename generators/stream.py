@@ -20,6 +20,7 @@ from generators.faults import (
 from generators.fleet import Device, Fleet
 from generators.outgoing import CopyGroup, Item
 from generators.signals import clean_values
+from generators.ticks import FleetTick
 from servicekit.contract import topic_for
 
 
@@ -45,6 +46,8 @@ class ReadingStream:
         self.generated = 0
         self.episodes = 0
         self._idx = 0
+        self._seed = seed
+        self._tick: FleetTick | None = None
         if faults.clock_skew_rate:
             for device in fleet:
                 device.skew_ms = clock_skew_ms(faults, self.fault_rng)
@@ -87,6 +90,23 @@ class ReadingStream:
             item.group = CopyGroup()
             items.append(Item(reading=reading, labels=labels, group=item.group, copy=True))
         return self._online(device, items, now_ms)
+
+    @property
+    def vectorised(self) -> bool:
+        """Whether ``next_many`` applies: a fault-free stream (faults decide reading by reading)."""
+        return self.faults.clean
+
+    def next_many(self, now_ms: int, n: int) -> list[Item]:
+        """The next ``n`` readings, devices in turn, drawn with numpy (``generators.ticks``); only for a
+        fault-free stream."""
+        if not self.faults.clean:
+            raise RuntimeError("next_many serves fault-free streams only; use next()")
+        if self._tick is None:
+            self._tick = FleetTick(self.fleet, self._seed, self.started_ms)
+        readings = self._tick.readings(self._idx % len(self.fleet), n, now_ms)
+        self._idx += n
+        self.generated += n
+        return [Item(reading=r) for r in readings]
 
     def drain(self) -> list[Item]:
         """Every offline device comes back and sends its backlog."""

@@ -28,6 +28,7 @@ import paho.mqtt.client as mqtt
 import psutil
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from kafka.partitioner.default import murmur2
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.local.servers import Kafka, Mosquitto, create_topics, free_port
@@ -130,6 +131,7 @@ class Run:
     kafka_endpoint: str
     tmp: Path
     bridges: list[BridgeProc]
+    kafka_client: str = "kafka-python"
 
     @property
     def prefix(self) -> str:
@@ -157,6 +159,7 @@ class Run:
             # The sessions these tests leave on the shared broker go away on their own.
             "TSDEMO_SESSION_EXPIRY_S": "600",
             "TSDEMO_LOG_LEVEL": "INFO",
+            "TSDEMO_KAFKA_CLIENT": self.kafka_client,
         }
         proc = BridgeProc({**base, **{f"TSDEMO_{k.upper()}": str(v) for k, v in env.items()}},
                           self.tmp / f"{name}.log")
@@ -165,8 +168,9 @@ class Run:
 
 
 @contextlib.contextmanager
-def make_run(mosquitto: Mosquitto, kafka_endpoint: str, tmp_path: Path) -> Iterator[Run]:
-    run = Run(uuid.uuid4().hex[:8], mosquitto, kafka_endpoint, tmp_path, [])
+def make_run(mosquitto: Mosquitto, kafka_endpoint: str, tmp_path: Path, kafka_client: str = "kafka-python"
+             ) -> Iterator[Run]:
+    run = Run(uuid.uuid4().hex[:8], mosquitto, kafka_endpoint, tmp_path, [], kafka_client)
     create_topics(kafka_endpoint, {run.topic: 4, run.dlq: 1})
     try:
         yield run
@@ -176,9 +180,14 @@ def make_run(mosquitto: Mosquitto, kafka_endpoint: str, tmp_path: Path) -> Itera
 
 
 @pytest.fixture
-def run(mosquitto: Mosquitto, kafka: Kafka, tmp_path: Path) -> Iterator[Run]:
-    with make_run(mosquitto, kafka.endpoint, tmp_path) as r:
+def run(mosquitto: Mosquitto, kafka: Kafka, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Run]:
+    """One test's names and bridges; parametrize it indirectly with a Kafka client to run both."""
+    with make_run(mosquitto, kafka.endpoint, tmp_path, getattr(request, "param", "kafka-python")) as r:
         yield r
+
+
+#: The bridge's two Kafka clients (ingest.forwarder.make_producer): the tests that matter run on both.
+BOTH_CLIENTS = pytest.mark.parametrize("run", ["kafka-python", "confluent"], indirect=True)
 
 
 # -- publishing and reading back ------------------------------------------------------------------
@@ -288,6 +297,7 @@ def check_unchanged(reader: TopicReader, pub: Publisher) -> None:
 # -- the tests --------------------------------------------------------------------------------------
 
 
+@BOTH_CLIENTS
 def test_payloads_go_unchanged_keyed_in_order_and_oversized_ones_to_the_dlq_with_the_reason(run: Run):
     bridge = run.bridge("b0", max_message_bytes=4096).start()
     pub = Publisher(run, devices=5)
@@ -314,6 +324,9 @@ def test_payloads_go_unchanged_keyed_in_order_and_oversized_ones_to_the_dlq_with
     for device, recs in by_device.items():
         assert len({p for p, _, _ in recs}) == 1, device
         assert [seq for _, _, seq in sorted(recs)] == list(range(len(recs))), device
+    # Whichever client a bridge runs, a key lands where Kafka's default partitioner puts it.
+    for rec in readings.records:
+        assert rec.partition == (murmur2(rec.key) & 0x7FFFFFFF) % 4, (run.kafka_client, rec.key)
 
     dlq = TopicReader(run.kafka_endpoint, run.dlq)
     wait_until(lambda: dlq.poll() or dlq.records, "the dead letter")
@@ -356,6 +369,7 @@ def test_sigterm_mid_stream_finishes_what_is_in_flight_so_a_restart_delivers_eac
 
 
 @pytest.mark.slow
+@BOTH_CLIENTS
 def test_kill_9_mid_stream_and_restart_loses_nothing(run: Run):
     bridge = run.bridge("b0", max_inflight=200)
     bridge.start()
@@ -406,11 +420,12 @@ def own_kafka(tmp_path: Path) -> Iterator[Kafka]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kafka_client", ["kafka-python", "confluent"])
 def test_kafka_down_for_20s_loses_nothing_keeps_memory_bounded_and_recovers_alone(
-    mosquitto: Mosquitto, own_kafka: Kafka, tmp_path: Path
+    mosquitto: Mosquitto, own_kafka: Kafka, tmp_path: Path, kafka_client: str
 ):
     max_inflight, pad = 50, 8000
-    with make_run(mosquitto, own_kafka.endpoint, tmp_path) as run:
+    with make_run(mosquitto, own_kafka.endpoint, tmp_path, kafka_client) as run:
         bridge = run.bridge("b0", max_inflight=max_inflight).start()
         pub = Publisher(run, pad=pad)
         pub.publish(0, 500)

@@ -90,15 +90,15 @@ def test_a_reading_sent_twice_counts_once_whichever_copy_is_acknowledged(tmp_pat
     r = reading("d1", 0, T0)
     group = CopyGroup()
     original, copy = Item(reading=r, labels=lab, group=group), Item(reading=r, labels=lab, group=group, copy=True)
-    assert acct.acked(message(copy)) == 1  # the copy's PUBACK came first
-    assert acct.acked(message(original)) == 0
+    assert acct.acked([message(copy)]) == 1  # the copy's PUBACK came first
+    assert acct.acked([message(original)]) == 0
     assert ledger.published == 1 and ledger.duplicates_sent == 1
     # A reading whose first copy was refused is counted when the second is acknowledged.
     g2 = CopyGroup()
     r2 = reading("d1", 1, T0)
-    assert acct.acked(message(Item(reading=r2, group=g2, copy=True))) == 1
+    assert acct.acked([message(Item(reading=r2, group=g2, copy=True))]) == 1
     assert ledger.published == 2 and ledger.duplicates_sent == 1
-    acct.acked(message(Item(payload=b"{", topic="sensors/s1/d1")))
+    acct.acked([message(Item(payload=b"{", topic="sensors/s1/d1"))])
     assert ledger.malformed_sent == 1 and ledger.published == 2
     acct.dropped([Item(labels=[{"device_id": "d1", "seq": 5, "metric": "a", "kind": "dropout"}])])
     labels.close()

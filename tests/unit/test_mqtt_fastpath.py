@@ -24,6 +24,18 @@ class Idle:
         return None
 
 
+class Chunks(Idle):
+    """A non-blocking socket whose reads return the given chunks, one per call, then would block."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def recv(self, n: int) -> bytes:
+        if not self.chunks:
+            raise BlockingIOError
+        return self.chunks.pop(0)
+
+
 def decode_stream(data: bytes) -> list[tuple[int, bytes]]:
     """(first byte, body) of each packet in ``data``, reading the remaining length as MQTT defines it."""
     out, pos = [], 0
@@ -79,16 +91,7 @@ def test_buffered_reads_hand_paho_exactly_the_bytes_asked_for():
     stream = b"".join(bytes([i % 256]) * (i % 7 + 1) for i in range(2000))
     chunks = [stream[i:i + 4096] for i in range(0, len(stream), 4096)]
 
-    class Sock:
-        def recv(self, n: int) -> bytes:
-            if not chunks:
-                raise BlockingIOError
-            return chunks.pop(0)
-
-        def close(self) -> None:  # paho closes its socket when the client is collected
-            return None
-
-    c._sock = Sock()
+    c._sock = Chunks(chunks)
     got, sizes = [], [1, 3, 2, 500, 1, 7, 9000]
     try:
         while True:
@@ -110,17 +113,8 @@ def test_packets_split_anywhere_across_reads_arrive_whole_and_in_order(chunk: in
     stream = b"".join(bytes(p["packet"]) for p in sender._out_packet)
     chunks = [stream[i:i + chunk] for i in range(0, len(stream), chunk)]
 
-    class Sock:
-        def recv(self, n: int) -> bytes:
-            if not chunks:
-                raise BlockingIOError
-            return chunks.pop(0)
-
-        def close(self) -> None:  # paho closes its socket when the client is collected
-            return None
-
     receiver = client()
-    receiver._sock = Sock()
+    receiver._sock = Chunks(chunks)
     receiver._manual_ack = True
     got: list[tuple[str, bytes, int]] = []
     receiver.on_message = lambda _c, _u, m: got.append((m.topic, m.payload, m.qos))
