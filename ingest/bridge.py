@@ -193,8 +193,11 @@ class Bridge:
         ended. Without a connection, or with the session not drained within ``timeout_s``, it stops as
         ``shutdown`` does instead: the session is kept, and what it holds waits for this client id."""
         deadline = time.monotonic() + timeout_s
-        if not (self.connected.is_set() and self._unsubscribe(self.subscription(), min(10.0, timeout_s))):
-            log.warning("could not leave the shared subscription (not connected); stopping with the session kept")
+        # The answer comes behind the messages already on their way to us, which wait for room in the
+        # forwarder: the whole timeout, not a few seconds.
+        if not (self.connected.is_set() and self._unsubscribe(self.subscription(), timeout_s)):
+            log.warning("the broker did not confirm leaving the shared subscription within %.0fs (or we are not "
+                        "connected); stopping with the session kept", timeout_s)
             self.shutdown(max(0.0, deadline - time.monotonic()))
             return False
         taken = self.forwarder.submitted()
