@@ -22,6 +22,12 @@ messages out among them. Mosquitto deals round-robin over every member of the gr
 not, and keeps what it dealt to an absent member (its unacknowledged messages too) in that member's
 session: another member does not take them over. A bridge that goes away must come back under its
 client id before its session expires, or what it held is lost with the session.
+
+Retiring (POST /retire on the health port, from loopback: a Kubernetes preStop hook on a scale-down)
+is how a bridge goes away for good without that loss: it unsubscribes from the shared subscription,
+so the broker deals it nothing new, drains what its session already holds into Kafka, acknowledges
+it, and disconnects with session expiry 0, so the broker deletes the session. Any other stop keeps
+the session for a restart under the same client id.
 """
 
 from __future__ import annotations
@@ -173,10 +179,64 @@ class Bridge:
         queued after them means they were processed. The topic is one we never subscribe to, so the
         unsubscribe changes nothing in the session.
         """
+        return self._unsubscribe(f"tsdemo/ack-barrier/{self.settings.client_id}", timeout_s)
+
+    def _unsubscribe(self, topic: str, timeout_s: float) -> bool:
+        """UNSUBSCRIBE ``topic``; True once the broker answered."""
         answered = threading.Event()
         self.client.on_unsubscribe = lambda *_args: answered.set()
-        rc, _mid = self.client.unsubscribe(f"tsdemo/ack-barrier/{self.settings.client_id}")
+        rc, _mid = self.client.unsubscribe(topic)
         return rc == mqtt.MQTT_ERR_SUCCESS and answered.wait(timeout_s)
+
+    def retire(self, timeout_s: float) -> bool:
+        """Leave for good, leaving nothing behind (see the module docstring); True once the session is
+        ended. Without a connection, or with the session not drained within ``timeout_s``, it stops as
+        ``shutdown`` does instead: the session is kept, and what it holds waits for this client id."""
+        deadline = time.monotonic() + timeout_s
+        # The answer comes behind the messages already on their way to us, which wait for room in the
+        # forwarder: the whole timeout, not a few seconds.
+        if not (self.connected.is_set() and self._unsubscribe(self.subscription(), timeout_s)):
+            log.warning("the broker did not confirm leaving the shared subscription within %.0fs (or we are not "
+                        "connected); stopping with the session kept", timeout_s)
+            self.shutdown(max(0.0, deadline - time.monotonic()))
+            return False
+        taken = self.forwarder.submitted()
+        if not self._drained(deadline):
+            log.warning("the session was not drained within %.0fs; stopping with the session kept", timeout_s)
+            self.shutdown(0.0)
+            return False
+        self._stopping.set()
+        with self._intake:
+            self._draining = True
+        self._closing = True
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0  # the broker deletes the session: nothing waits in it
+        self.client.disconnect(properties=props)
+        self.client.loop_stop()
+        self.forwarder.close()
+        log_event(log, "left the shared subscription and ended the session",
+                  drained=self.forwarder.submitted() - taken)
+        return True
+
+    def _drained(self, deadline: float) -> bool:
+        """Waits until the session holds nothing more for us. Mosquitto sends queued messages as our
+        acks free its window, ahead of its answer to a later packet: once nothing is unacknowledged and
+        a round trip behind our acks brought nothing new (twice, a moment apart), the queue is empty."""
+        quiet = 0
+        while time.monotonic() < deadline:
+            if self.acks.pending() or self.forwarder.held():
+                quiet = 0
+                time.sleep(0.05)
+                continue
+            taken = self.forwarder.submitted()
+            if self._acks_delivered() and self.forwarder.submitted() == taken and not self.acks.pending():
+                quiet += 1
+                if quiet == 2:
+                    return True
+                time.sleep(0.2)
+            else:
+                quiet = 0
+        return False
 
 
 def _forwarded() -> int:
@@ -184,10 +244,17 @@ def _forwarded() -> int:
 
 
 def run_bridge(settings: BridgeSettings, stop: threading.Event) -> int:
-    """Run until ``stop`` is set; returns the exit status (1 if the forwarding thread died)."""
+    """Run until ``stop`` is set or POST /retire; returns the exit status (1 if the forwarding thread died)."""
     bridge = Bridge(settings)
     export_producer_figures(bridge.forwarder.producer_metrics)
-    server = serve_health(settings.health_port, bridge.healthy)
+    retire = threading.Event()
+
+    def _retire() -> tuple[int, dict]:
+        retire.set()
+        stop.set()
+        return 202, {"status": "retiring", "client_id": settings.client_id}
+
+    server = serve_health(settings.health_port, bridge.healthy, actions={"/retire": _retire})
     status = 0
     try:
         if not bridge.start(stop):
@@ -202,8 +269,13 @@ def run_bridge(settings: BridgeSettings, stop: threading.Event) -> int:
             log_event(log, "progress", forwarded=forwarded, rate=round((forwarded - last) / 5.0, 1),
                       inflight=bridge.forwarder.held())
             last = forwarded
-        bridge.shutdown(settings.shutdown_timeout_s)
-        log_event(log, "bridge stopped", forwarded=_forwarded())
+        # retire() stops as shutdown() does when it cannot retire.
+        if retire.is_set() and status == 0 and bridge.retire(settings.retire_timeout_s):
+            log_event(log, "bridge retired", forwarded=_forwarded())
+        else:
+            if not (retire.is_set() and status == 0):
+                bridge.shutdown(settings.shutdown_timeout_s)
+            log_event(log, "bridge stopped", forwarded=_forwarded())
     finally:
         if server is not None:
             server.shutdown()

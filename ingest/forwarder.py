@@ -203,6 +203,10 @@ class Forwarder:
         with self._cond:
             self._cond.notify()
 
+    def submitted(self) -> int:
+        """Messages taken so far (the bridge's retirement watches it for arrivals)."""
+        return self._submitted
+
     def held(self) -> int:
         """Messages taken and not yet settled: queued, at the producer or waiting for a retry."""
         return self._submitted - self._released

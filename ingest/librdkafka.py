@@ -91,6 +91,8 @@ def config(settings: BridgeSettings) -> dict[str, Any]:
     if "sasl_mechanism" in security:
         conf.update({"sasl.mechanism": security["sasl_mechanism"], "sasl.username": security["sasl_plain_username"],
                      "sasl.password": security["sasl_plain_password"]})
+    if "ssl_cafile" in security:
+        conf["ssl.ca.location"] = security["ssl_cafile"]
     return conf
 
 

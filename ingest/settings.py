@@ -28,6 +28,8 @@ class BridgeSettings(MqttSettings):
     kafka_sasl_username: str | None = Field(None, description="Kafka SASL username")
     kafka_sasl_password: str | None = Field(None, description="Kafka SASL password")
     kafka_sasl_password_file: Path | None = Field(None, description="file holding the Kafka SASL password")
+    kafka_ssl_ca_file: Path | None = Field(None, description="CA bundle (PEM) that signed Kafka's certificates "
+                                           "(SSL, SASL_SSL; e.g. Strimzi's cluster CA)")
     kafka_max_request_bytes: int = Field(1_048_576, ge=1024, description="largest Kafka record the bridge "
                                          "writes (producer max_request_size); keep it at or below the "
                                          "topics' max.message.bytes")
@@ -46,6 +48,8 @@ class BridgeSettings(MqttSettings):
     max_message_bytes: int = Field(1_000_000, ge=1, description="larger payloads go to the DLQ")
     shutdown_timeout_s: float = Field(30.0, ge=0, description="on SIGTERM, how long to wait for the messages in "
                                       "flight before leaving them to the broker to deliver again")
+    retire_timeout_s: float = Field(240.0, gt=0, description="on POST /retire (a scale-down), how long to drain "
+                                    "the session into Kafka; past it the bridge stops as on SIGTERM, its session kept")
     health_port: int = Field(-1, description="port for /healthz and /metrics (0: any free port, <0: off)")
     log_level: str = Field("INFO", description="log level")
 
@@ -64,6 +68,8 @@ class BridgeSettings(MqttSettings):
 
     def kafka_security(self) -> dict:
         extra: dict = {"security_protocol": self.kafka_security_protocol}
+        if self.kafka_ssl_ca_file:
+            extra["ssl_cafile"] = str(self.kafka_ssl_ca_file)
         if self.kafka_sasl_mechanism:
             extra.update(
                 sasl_mechanism=self.kafka_sasl_mechanism,

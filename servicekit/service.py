@@ -4,13 +4,14 @@ endpoint, and a stop event set by SIGTERM or SIGINT so each service can flush, c
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -49,10 +50,23 @@ def log_event(logger: logging.Logger, msg: str, **fields: object) -> None:
 
 
 HealthCheck = Callable[[], tuple[bool, dict]]
+#: a POST endpoint's work: the HTTP status and a JSON body
+Action = Callable[[], tuple[int, dict]]
 
 
-def serve_health(port: int, health: HealthCheck, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
+def _loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def serve_health(port: int, health: HealthCheck, host: str = "0.0.0.0",
+                 actions: Mapping[str, Action] | None = None) -> ThreadingHTTPServer | None:
     """``/healthz`` answers 200 or 503 with a JSON body; ``/metrics`` is Prometheus text.
+
+    ``actions`` are POST endpoints (path -> work) that change the service, such as the bridge's ``/retire``:
+    they answer only clients on loopback (the pod or host itself), 403 to anyone else, since the port also
+    serves probes and scrapes from the network.
 
     Port 0 picks a free port (read it from ``server.server_address``); a negative port disables it.
     """
@@ -60,6 +74,21 @@ def serve_health(port: int, health: HealthCheck, host: str = "0.0.0.0") -> Threa
         return None
 
     class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            action = (actions or {}).get(self.path.split("?")[0])
+            if action is None:
+                code, detail = 404, {"error": "not found"}
+            elif not _loopback(self.client_address[0]):
+                code, detail = 403, {"error": "only from loopback"}
+            else:
+                code, detail = action()
+            body = json.dumps(detail).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             if self.path.startswith("/metrics"):
                 body, ctype, code = generate_latest(), CONTENT_TYPE_LATEST, 200

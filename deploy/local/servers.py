@@ -26,7 +26,7 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from deploy.local import artifacts
-from deploy.local.mqtt_security import MqttSecurity
+from deploy.local.mqtt_security import ANONYMOUS_DEMO, MqttSecurity, PreparedAuth, broker_config
 
 log = logging.getLogger("deploy.servers")
 
@@ -313,13 +313,17 @@ def mqtt_connect_ok(host: str, port: int, timeout: float = 2.0, *, any_answer: b
 
 
 class Mosquitto(ManagedServer):
-    """Mosquitto 2 with persistence, so queued QoS 1 messages of persistent sessions survive a restart."""
+    """Mosquitto 2 with persistence, so queued QoS 1 messages of persistent sessions survive a restart.
+
+    It runs the deployed configuration (deploy/compose/mosquitto/mosquitto.conf, paths mapped) with the users
+    and ACLs ``security`` gives; ``ANONYMOUS_DEMO``, the named opt-in of the one-machine demo and most tests,
+    lets clients in without credentials."""
 
     name = "mosquitto"
     ready_timeout = 15.0
 
     def __init__(self, state_dir: Path, port: int, host: str = "127.0.0.1", *,
-                 security: MqttSecurity | None = None) -> None:
+                 security: MqttSecurity | PreparedAuth = ANONYMOUS_DEMO) -> None:
         super().__init__(state_dir, port, host)
         self.security = security
         self.config_path = self.state_dir / "mosquitto.conf"
@@ -336,40 +340,17 @@ class Mosquitto(ManagedServer):
 
     def _prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(
-            f"""# written by deploy.local.servers on every start; edits are lost
-listener {self.port} {self.host}
-{self.security.config(self.state_dir) if self.security else "allow_anonymous true"}
-# Started as root, mosquitto would switch to the "mosquitto" user, which cannot write our state dir.
-user {pwd.getpwuid(os.geteuid()).pw_name}
-
-persistence true
-persistence_location {self.data_dir}/
-autosave_interval 1
-# A bridge that is down for a while must find its backlog waiting, not dropped at the default of 1000.
-max_queued_messages 100000
-max_inflight_messages 1000
-persistent_client_expiration 1d
-set_tcp_nodelay true
-
-log_dest file {self.log_path}
-log_type error
-log_type warning
-log_type notice
-log_type information
-connection_messages true
-log_timestamp_format %Y-%m-%dT%H:%M:%S
-"""
-        )
+        auth_dir = self.security.prepare(self.state_dir, self.host)
+        self.config_path.write_text(broker_config(
+            port=self.port, host=self.host, data_dir=self.data_dir, auth_dir=auth_dir, log_path=self.log_path,
+            user=pwd.getpwuid(os.geteuid()).pw_name))
 
     def _command(self) -> list[str]:
         return [MOSQUITTO_BIN, "-c", str(self.config_path)]
 
     def _probe(self) -> bool:
-        if self.security is not None and self.security.tls is not None:
-            with socket.create_connection((_client_host(self.host), self.port), timeout=2.0):
-                return True
-        return mqtt_connect_ok(_client_host(self.host), self.port, any_answer=self.security is not None)
+        # With credentials required, the broker refusing our anonymous probe still shows it serves clients.
+        return mqtt_connect_ok(_client_host(self.host), self.port, any_answer=not self.security.anonymous)
 
 
 # -- Kafka ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy.local.mqtt_security import ANONYMOUS_DEMO
 from deploy.local.servers import (
     InfluxDB,
     Kafka,
@@ -88,7 +89,9 @@ class LocalStack:
         self.state_dir = settings.state_dir.resolve()
         host = settings.host
         self.servers: dict[str, ManagedServer] = {
-            "mqtt": Mosquitto(self.state_dir / "mosquitto", settings.mqtt_port, host=host),
+            # The one-machine demo's named opt-in: MQTT clients need no credentials here (compose and
+            # Kubernetes lock the same broker configuration down).
+            "mqtt": Mosquitto(self.state_dir / "mosquitto", settings.mqtt_port, host=host, security=ANONYMOUS_DEMO),
             "kafka": Kafka(self.state_dir / "kafka", settings.kafka_port, settings.kafka_controller_port, host=host),
             "influxdb": InfluxDB(self.state_dir / "influxdb", settings.influx_port, host=host),
         }

@@ -29,6 +29,7 @@ MODELS = {
     "Kafka": "io.strimzi.api.kafka.model.kafka.Kafka",
     "KafkaNodePool": "io.strimzi.api.kafka.model.nodepool.KafkaNodePool",
     "KafkaTopic": "io.strimzi.api.kafka.model.topic.KafkaTopic",
+    "KafkaUser": "io.strimzi.api.kafka.model.user.KafkaUser",
 }
 
 
@@ -70,18 +71,26 @@ def generate(version: str, java: str, out: Path) -> None:
              "--crd-api-version", "v1", "--api-versions", "v1", "--storage-version", "v1", "--yaml", *targets],
             check=True,
         )  # fmt: skip
-        out.mkdir(parents=True, exist_ok=True)
         for kind in MODELS:
-            crd = yaml.safe_load((work / f"{kind}.yaml").read_text())
-            for ver in crd["spec"]["versions"]:
-                schema = {
-                    "x-source": f"io.strimzi:api:{version} via io.strimzi:crd-generator:{version} (Maven Central)",
-                    "x-group-version-kind": [crd["spec"]["group"], ver["name"], kind],
-                    **_strip(ver["schema"]["openAPIV3Schema"]),
-                }
-                path = out / f"{kind.lower()}-{crd['spec']['group']}-{ver['name']}.json"
-                path.write_text(json.dumps(schema, indent=1, sort_keys=True) + "\n")
-                print(f"wrote {path}")
+            write_schemas(yaml.safe_load((work / f"{kind}.yaml").read_text()), kind, out,
+                          f"io.strimzi:api:{version} via io.strimzi:crd-generator:{version} (Maven Central)")
+
+
+def write_schemas(crd: dict, kind: str, out: Path, source: str) -> None:
+    """Each served version's openAPIV3Schema of ``crd``, descriptions stripped, as
+    ``<kind>-<group>-<version>.json`` in ``out`` (what deploy/validate/kubernetes.py reads)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for ver in crd["spec"]["versions"]:
+        if not ver.get("served", True):
+            continue
+        schema = {
+            "x-source": source,
+            "x-group-version-kind": [crd["spec"]["group"], ver["name"], kind],
+            **_strip(ver["schema"]["openAPIV3Schema"]),
+        }
+        path = out / f"{kind.lower()}-{crd['spec']['group']}-{ver['name']}.json"
+        path.write_text(json.dumps(schema, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,8 @@
 - Built-in kinds: kubernetes-validate's schemas (strict: unknown fields are errors, as with
   `kubectl apply --validate=strict`).
 - Strimzi (kafka.strimzi.io): the CRD schemas vendored in schemas/strimzi-<version>/ (gen_strimzi_schemas.py).
+- cert-manager (cert-manager.io): the CRD schemas vendored in schemas/cert-manager-<version>/
+  (gen_certmanager_schemas.py).
 - SparkApplication (sparkoperator.k8s.io/v1beta2): the JSON schema of the Spark Operator's own API models
   (PyPI kubeflow-spark-api).
 CRD schemas get ``additionalProperties: false`` wherever they list properties and allow nothing else, so
@@ -56,8 +58,10 @@ def _closed(node: Any) -> Any:
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> JSON schema for the custom resources the manifests use."""
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
-    strimzi = SCHEMAS / f"strimzi-{read_dotenv(COMPOSE_DIR / '.env')['STRIMZI_VERSION']}"
-    for path in sorted(strimzi.glob("*.json")):
+    pins = read_dotenv(COMPOSE_DIR / ".env")
+    vendored = [SCHEMAS / f"strimzi-{pins['STRIMZI_VERSION']}",
+                SCHEMAS / f"cert-manager-{pins['CERT_MANAGER_VERSION']}"]
+    for path in sorted(p for d in vendored for p in d.glob("*.json")):
         schema = json.loads(path.read_text())
         group, version, kind = schema["x-group-version-kind"]
         schema = _closed(schema)

@@ -2,7 +2,9 @@
 argv and environment the compose file (plus their image's ENTRYPOINT, CMD and ENV) gives them, in the
 compose file's start order. Only what a container would see differently is mapped: the compose hostnames
 to the test's servers, the health port to a free one, container paths (volumes, /opt/venv) to local ones.
-Mosquitto runs with deploy/compose/mosquitto/mosquitto.conf itself (listener and data path mapped).
+Mosquitto runs with deploy/compose/mosquitto/mosquitto.conf itself (listener and paths mapped), locked down
+with the password and ACL files the compose file's own credentials-init step writes (run natively too), and
+the bridge and the generator sign in with the passwords it hands them.
 
 Then a bounded generator run must be verified by the compose file's `verify` service: zero lost, zero
 double counted.
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.local.mqtt_security import PreparedAuth
 from deploy.local.servers import Mosquitto, create_topics, free_port, stop_process
 from deploy.validate import compose as C
 
@@ -29,24 +31,33 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 REPO = C.REPO
 # Started by the test's fixtures instead of from the compose file (they are not our images).
-SERVERS = {"mosquitto", "kafka", "kafka-init", "influxdb", "grafana"}
+SERVERS = {"credentials-init", "mqtt-tls-init", "mosquitto", "kafka", "kafka-init", "influxdb", "grafana"}
 # Default-profile services plus the check; grafana-api needs a Grafana, which this machine does not run.
 RUN = ["storage-init", "processing", "ingest", "generator", "verify"]
 COUNT = 2000
 
 
-class ComposeMosquitto(Mosquitto):
-    """Mosquitto with the compose file's own config; only what a container maps differently is changed."""
+def run_credentials_init(config: dict, workdir: Path) -> Path:
+    """The compose file's credentials-init, natively: its script (bind-mounted from deploy/compose) with its
+    environment, each volume a directory under ``workdir/volumes`` as Mapper maps them. Returns the broker's
+    auth directory."""
+    svc = config["services"]["credentials-init"]
+    paths: dict[str, Path] = {}
+    for vol in svc["volumes"]:
+        source, target = vol.split(":")[:2]
+        paths[target] = (C.COMPOSE_DIR / source).resolve() if source.startswith(".") else workdir / "volumes" / source
 
-    def _prepare(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        conf = (C.COMPOSE_DIR / "mosquitto" / "mosquitto.conf").read_text()
-        conf, listeners = re.subn(r"(?m)^listener 1883$", f"listener {self.port} {self.host}", conf)
-        conf, data = re.subn(r"(?m)^persistence_location /mosquitto/data/$",
-                             f"persistence_location {self.data_dir}/", conf)
-        assert listeners == 1 and data == 1, "mosquitto.conf no longer has the lines this test maps"
-        # As root Mosquitto would switch to a "mosquitto" user that cannot write our temporary directory.
-        self.config_path.write_text(conf + f"\nuser {pwd.getpwuid(os.geteuid()).pw_name}\n")
+    def local(value: str) -> str:
+        for target, path in sorted(paths.items(), key=lambda p: -len(p[0])):
+            if value == target or value.startswith(target + "/"):
+                return str(path) + value[len(target):]
+        return value
+
+    env = {**os.environ, **{k: local(str(v)) for k, v in svc["environment"].items()}}
+    assert svc["entrypoint"] == ["/bin/sh"]
+    done = subprocess.run(["sh", *map(local, svc["command"])], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return Path(local("/mosquitto/auth"))
 
 
 def start_order(config: dict, names: list[str]) -> list[str]:
@@ -151,7 +162,9 @@ def wiring(kafka, influxdb, tmp_path_factory):
         "TSDEMO_RATE": "250",
     }
     config = C.load(overrides)
-    mosquitto = ComposeMosquitto(workdir / "mosquitto", free_port())
+    # What the broker mounts at /mosquitto/auth is the volume credentials-init wrote.
+    mosquitto = Mosquitto(workdir / "mosquitto", free_port(),
+                          security=PreparedAuth(run_credentials_init(config, workdir)))
     mapper = Mapper(workdir, mosquitto, kafka.endpoint, influxdb.endpoint)
     running: list[tuple[str, subprocess.Popen]] = []
     results: dict[str, tuple[int, Path]] = {}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 
 import pytest
@@ -63,3 +65,45 @@ def test_a_mosquitto_pub_reading_is_counted_with_its_mean(pipeline):
                                    "WHERE \"device_id\" = 'cli-1' AND \"metric\" = 'temperature'")
     if len(window) == 1:  # the three readings fell into one 10 s window
         assert window[0]["count"] == 3 and window[0]["mean"] == pytest.approx(65.0 / 3)
+
+
+def test_a_bridge_retiring_mid_stream_loses_no_reading_end_to_end(pipeline):
+    """Two bridges share the stream; one retires (POST /retire, as the Kubernetes preStop hook sends it on a
+    scale-down) while the generator publishes. It never comes back, yet `tsdemo verify` finds every reading."""
+    import urllib.request
+
+    leaving = pipeline.start("ingest-retiring", "ingest", {"TSDEMO_CLIENT_ID": "tsdemo-bridge-retiring"})
+    # The first test's fleet and ledger (device ids do not depend on the seed): the generator carries the
+    # ledger on with new boots, so verify checks both runs against everything stored for those devices.
+    ledger = pipeline.workdir / "ledger.json"
+    before = json.loads(ledger.read_text())["published"] if ledger.exists() else 0
+    gen_env = {"TSDEMO_CLIENT_ID": "gen-e2e", "TSDEMO_LEDGER_PATH": str(ledger)}
+    generator = subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "generate", "--devices", "8", "--sites", "2", "--rate", "400",
+         "--count", "4000", "--batch", "4"], env={**os.environ, **pipeline.env, **gen_env}, cwd=pipeline.workdir,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def forwarded() -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{leaving.health_port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "tsdemo_ingest_forwarded_total")
+
+    deadline = time.monotonic() + 120
+    while forwarded() < 100:  # it has its share of the stream
+        assert time.monotonic() < deadline and generator.poll() is None, leaving.tail()
+        time.sleep(0.2)
+    assert generator.poll() is None  # mid-stream
+    request = urllib.request.Request(f"http://127.0.0.1:{leaving.health_port}/retire", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 202
+    assert leaving.proc.wait(120) == 0, leaving.tail()
+    assert '"msg": "bridge retired"' in leaving.tail(100)
+    assert generator.wait(120) == 0
+    header = json.loads(ledger.read_text())
+    assert header["published"] == before + 4000 and header["complete"]
+    result = pipeline.run(["verify", "--ledger-path", str(ledger), "--wait-s", "120", "--json-output"], check=False)
+    report = json.loads(result.stdout)
+    assert report["lost"] == 0 and report["double_counted"] == 0, report
+    assert result.returncode == 0

@@ -4,6 +4,7 @@ stack's."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -17,10 +18,10 @@ from deploy.validate import tools
 
 pytestmark = pytest.mark.integration
 
-PROFILES = ["large-fleet", "second-bridge", "grafana-api", "verify"]
+PROFILES = ["large-fleet", "second-bridge", "grafana-api", "verify", "tls"]
 OURS = {"storage-init", "processing", "ingest", "ingest-2", "generator", "generator-large", "dashboards-init",
         "verify"}
-ONE_SHOT = {"kafka-init", "storage-init", "dashboards-init", "verify"}
+ONE_SHOT = {"kafka-init", "storage-init", "dashboards-init", "verify", "credentials-init", "mqtt-tls-init"}
 
 
 def compose_config(*args: str, compose_dir: Path = C.COMPOSE_DIR) -> subprocess.CompletedProcess:
@@ -90,15 +91,21 @@ def _settings(conf: str) -> dict[str, str]:
     return {key: value.strip() for key, value in pairs}
 
 
-def test_mosquitto_config_has_the_local_stacks_limits(tmp_path: Path):
-    local = Mosquitto(tmp_path / "m", 1883)
-    local._prepare()  # writes the config the local stack runs with
+def test_the_deployed_mosquitto_config_is_locked_down_and_the_local_demo_opts_out_by_name(tmp_path: Path):
     ours = _settings((C.COMPOSE_DIR / "mosquitto" / "mosquitto.conf").read_text())
+    assert ours["listener"] == "1883" and ours["allow_anonymous"] == "false"
+    assert ours["password_file"] == "/mosquitto/auth/passwd" and ours["acl_file"] == "/mosquitto/auth/acl"
+    # The local stack's broker runs the same file; the anonymous demo is a drop-in that says its name.
+    local = Mosquitto(tmp_path / "m", 1883)
+    local._prepare()
     theirs = _settings(local.config_path.read_text())
     for key in ("persistence", "autosave_interval", "max_queued_messages", "max_inflight_messages",
-                "persistent_client_expiration", "allow_anonymous"):
+                "persistent_client_expiration", "allow_anonymous", "set_tcp_nodelay"):
         assert ours[key] == theirs[key], key
-    assert ours["listener"] == "1883"
+    drop_ins = {p.name: p.read_text() for p in (local.state_dir / "auth" / "conf.d").iterdir()}
+    assert list(drop_ins) == ["anonymous-demo.conf"]
+    assert "MQTT_ALLOW_ANONYMOUS_DEMO=true" in drop_ins["anonymous-demo.conf"]
+    assert _settings(drop_ins["anonymous-demo.conf"]) == {"allow_anonymous": "true"}
 
 
 def test_interpolation_follows_compose_rules():
@@ -126,3 +133,55 @@ def test_services_run_what_their_build_target_and_its_base_stages_give_them():
     verify = C.service_run(config, "verify")
     assert verify.argv[:2] == ["tsdemo", "verify"] and "TSDEMO_HEALTH_PORT" not in verify.env
     assert C.service_run(config, "storage-init").argv == ["tsdemo", "storage", "init", "--wait-s", "120"]
+
+
+def run_credentials_init(tmp_path: Path, **env: str) -> dict[str, Path]:
+    """deploy/compose/credentials-init.sh with its volumes as directories under ``tmp_path``."""
+    dirs = {name: tmp_path / name for name in ("credentials", "auth", "ingest", "generator", "grafana")}
+    done = subprocess.run(
+        ["sh", str(C.COMPOSE_DIR / "credentials-init.sh")], capture_output=True, text=True, timeout=60,
+        env={"PATH": os.environ["PATH"], "CREDENTIALS_DIR": str(dirs["credentials"]),
+             "MQTT_AUTH_DIR": str(dirs["auth"]), "INGEST_SECRETS_DIR": str(dirs["ingest"]),
+             "GENERATOR_SECRETS_DIR": str(dirs["generator"]), "GRAFANA_SECRETS_DIR": str(dirs["grafana"]), **env})
+    assert done.returncode == 0, done.stderr
+    assert "password" not in done.stdout.replace("-password", "")  # names only, never a value
+    return dirs
+
+
+def test_compose_credentials_are_generated_once_kept_and_each_service_gets_only_its_own(tmp_path: Path):
+    dirs = run_credentials_init(tmp_path)
+    bridge = (dirs["ingest"] / "mqtt-bridge-password").read_text()
+    assert len(bridge.strip()) >= 24 and bridge != (dirs["generator"] / "mqtt-fleet-password").read_text()
+    assert [p.name for p in dirs["ingest"].iterdir()] == ["mqtt-bridge-password"]
+    assert [p.name for p in dirs["generator"].iterdir()] == ["mqtt-fleet-password"]
+    assert [p.name for p in dirs["grafana"].iterdir()] == ["grafana-admin-password"]
+    assert (dirs["ingest"] / "mqtt-bridge-password").stat().st_mode & 0o777 == 0o400
+    assert bridge.strip() not in (dirs["auth"] / "passwd").read_text()  # the broker gets hashes only
+    # A second start keeps what the first generated; a value from credentials.env wins.
+    assert run_credentials_init(tmp_path)["ingest"].joinpath("mqtt-bridge-password").read_text() == bridge
+    chosen = "a-chosen-bridge-password"
+    dirs = run_credentials_init(tmp_path, MQTT_BRIDGE_PASSWORD=chosen, MQTT_DEVICES="dev-1:device-one-password")
+    assert (dirs["ingest"] / "mqtt-bridge-password").read_text() == chosen + "\n"
+    assert [line.split(":")[0] for line in (dirs["auth"] / "passwd").read_text().splitlines()] == \
+        ["tsdemo-bridge", "tsdemo-fleet", "dev-1", "tsdemo-health"]
+    assert not list((dirs["auth"] / "conf.d").iterdir())
+    # The named opt-in, and back.
+    dirs = run_credentials_init(tmp_path, MQTT_ALLOW_ANONYMOUS_DEMO="true")
+    assert [p.name for p in (dirs["auth"] / "conf.d").iterdir()] == ["anonymous-demo.conf"]
+    assert not list((run_credentials_init(tmp_path)["auth"] / "conf.d").iterdir())
+
+
+def test_every_mqtt_client_in_compose_signs_in_with_a_password_file_of_its_own():
+    services = C.load()["services"]
+    clients = {name: svc for name, svc in services.items() if "TSDEMO_MQTT_HOST" in svc.get("environment", {})}
+    assert set(clients) >= {"ingest", "ingest-2", "generator", "generator-large"}
+    for name, svc in clients.items():
+        env = svc["environment"]
+        role = "bridge" if name.startswith("ingest") else "fleet"
+        assert env["TSDEMO_MQTT_USERNAME"] == f"tsdemo-{role}", name
+        assert "TSDEMO_MQTT_PASSWORD" not in env, name
+        secret_dir = env["TSDEMO_MQTT_PASSWORD_FILE"].rsplit("/", 1)[0]
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
+        assert mounts[secret_dir] == ("ingest-secrets" if role == "bridge" else "generator-secrets"), name
+    assert services["mosquitto"]["depends_on"]["credentials-init"]["condition"] == "service_completed_successfully"
+    assert "mqtt-auth:/mosquitto/auth:ro" in services["mosquitto"]["volumes"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from deploy.local.mqtt_security import FLEET_USER, MqttSecurity, MqttTls
 from deploy.local.servers import Mosquitto, free_port
 from generators.ledger import load_ledger
 from generators.render import write_payloads
@@ -271,50 +273,39 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
 
-class SecureMosquitto(Mosquitto):
-    """Mosquitto with a TLS listener that requires a client certificate and a password."""
-
-    def _prepare(self) -> None:
-        super()._prepare()
-        d = self.state_dir
-        text = self.config_path.read_text().replace("allow_anonymous true", "allow_anonymous false")
-        self.config_path.write_text(text + f"cafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
-                                    f"require_certificate true\npassword_file {d}/passwd\n")
-
-    def _probe(self) -> bool:
-        import socket
-
-        with socket.create_connection((self.host, self.port), timeout=2):
-            return True
-
-
 def make_pki(d: Path) -> None:
+    """A throwaway CA, a server certificate (cert-manager's file names) and a client certificate."""
     d.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
              "-subj", "/CN=tsdemo-test-ca", cwd=d)
-    for name, cn in (("server", "127.0.0.1"), ("client", "tsdemo-generator")):
+    for name, cn in (("tls", "127.0.0.1"), ("client", "tsdemo-generator")):
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
                  "-subj", f"/CN={cn}", cwd=d)
-        (d / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1\n" if name == "server" else "")
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(d / "passwd"), "fleet", "s3cret"], check=True, timeout=30)
+        (d / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1\n" if name == "tls" else "")
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
 
 
 def test_tls_with_a_client_certificate_and_a_password(tmp_path):
-    broker = SecureMosquitto(tmp_path / "mosquitto", free_port())
-    make_pki(broker.state_dir)
+    # The deployed broker configuration with its TLS listener asking for client certificates too.
+    pki = tmp_path / "pki"
+    make_pki(pki)
+    password = secrets.token_urlsafe(16)
+    tls_port = free_port()
+    broker = Mosquitto(tmp_path / "mosquitto", free_port(), security=MqttSecurity(
+        bridge_password=secrets.token_urlsafe(16), fleet_password=password,
+        tls=MqttTls(pki, tls_port, require_certificate=True)))
     broker.start()
     broker.wait_ready()
-    tls = dict(mqtt_tls=True, mqtt_ca_file=broker.state_dir / "ca.pem",
-               mqtt_cert_file=broker.state_dir / "client.pem", mqtt_key_file=broker.state_dir / "client.key")
+    tls = dict(mqtt_port=tls_port, mqtt_tls=True, mqtt_ca_file=pki / "ca.crt", mqtt_cert_file=pki / "client.crt",
+               mqtt_key_file=pki / "client.key")
     try:
-        (tmp_path / "password").write_text("s3cret\n")
+        (tmp_path / "password").write_text(password + "\n")
         good = gen_settings(broker, tmp_path / "good", devices=6, sites=2, rate=500, count=600, batch=3,
-                            mqtt_username="fleet", mqtt_password_file=tmp_path / "password", **tls)
+                            mqtt_username=FLEET_USER, mqtt_password_file=tmp_path / "password", **tls)
         report = run(good)
         assert report.readings_acked == 600 and load_ledger(good.ledger_path).header["published"] == 600
-        bad = gen_settings(broker, tmp_path / "bad", devices=6, sites=2, rate=500, count=60, mqtt_username="fleet",
+        bad = gen_settings(broker, tmp_path / "bad", devices=6, sites=2, rate=500, count=60, mqtt_username=FLEET_USER,
                            mqtt_password="wrong", drain_timeout_s=2, **tls)
         refused = run(bad)
         assert refused.readings_acked == 0 and refused.unacknowledged == 60
