@@ -17,8 +17,14 @@ CACHE=${TSDEMO_CACHE_DIR:-$REPO/.cache}
 PY=${PY:-$REPO/.venv/bin/python}
 ENV_FILE=deploy/compose/.env
 # The stand-ins' tags; tests/containers and compose.standins.yaml use the same names.
-STANDIN_PYTHON=tsdemo-standin/python:3.11-bookworm
-STANDIN_JRE=tsdemo-standin/jre:17-bookworm
+# What goes into them; a change of recipe is a new tag, so a cached stand-in is never a stale one.
+PYTHON_PACKAGES=python3,python3-venv,python-is-python3,ca-certificates
+# Spark and Kafka need java.se plus these JDK modules (Unsafe, JMX, EC crypto, zipfs, DNS, Kerberos/SASL;
+# Spark 4 starts its JVM with --add-modules=jdk.incubator.vector).
+JRE_MODULES=java.se,jdk.unsupported,jdk.management,jdk.management.agent,jdk.crypto.ec,jdk.crypto.cryptoki,jdk.zipfs,jdk.naming.dns,jdk.security.auth,jdk.security.jgss,jdk.charsets,jdk.localedata,jdk.net,jdk.jfr,jdk.httpserver,jdk.incubator.vector
+recipe() { printf '%s' "$*" | sha256sum | cut -c1-8; }
+STANDIN_PYTHON=tsdemo-standin/python:3.11-bookworm-$(recipe "$PYTHON_PACKAGES")
+STANDIN_JRE=tsdemo-standin/jre:17-bookworm-$(recipe "$JRE_MODULES")
 IMAGES=(generator ingest storage-init dashboards-init processing)
 
 log() { printf '%s containers: %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -110,7 +116,7 @@ standin_python() {
   [ -n "$mirror" ] || { log "no Debian mirror in this machine's apt sources"; return 1; }
   root=$(mktemp -d /tmp/tsdemo-rootfs.XXXXXX)
   log "making $STANDIN_PYTHON with debootstrap (bookworm minbase + python3, from the machine's mirror)"
-  debootstrap --variant=minbase --include=python3,python3-venv,python-is-python3,ca-certificates \
+  debootstrap --variant=minbase --include="$PYTHON_PACKAGES" \
     bookworm "$root" "$mirror" >"$CACHE/docker/debootstrap.log" 2>&1 \
     || { tail -20 "$CACHE/docker/debootstrap.log" >&2; rm -rf "$root"; return 1; }
   # Lean like a -slim image: no package lists, caches, docs or man pages.
@@ -127,8 +133,7 @@ standin_jre() {  # a jlink-made JRE from the machine's JDK 17, at Temurin's path
   [ -x "$jdk/bin/jlink" ] && [ -d "$jdk/jmods" ] || { log "no JDK with jlink and jmods on this machine"; return 1; }
   root=$(mktemp -d /tmp/tsdemo-jre.XXXXXX)
   log "making $STANDIN_JRE with jlink from $jdk"
-  # Spark and Kafka need java.se plus these JDK modules (Unsafe, JMX, EC crypto, zipfs, DNS, Kerberos/SASL).
-  "$jdk/bin/jlink" --add-modules java.se,jdk.unsupported,jdk.management,jdk.management.agent,jdk.crypto.ec,jdk.crypto.cryptoki,jdk.zipfs,jdk.naming.dns,jdk.security.auth,jdk.security.jgss,jdk.charsets,jdk.localedata,jdk.net,jdk.jfr,jdk.httpserver \
+  "$jdk/bin/jlink" --add-modules "$JRE_MODULES" \
     --strip-debug --no-header-files --no-man-pages --compress=2 --output "$root/opt/java/openjdk"
   tar -C "$root" -c . | docker import -c 'ENV JAVA_HOME=/opt/java/openjdk' - "$STANDIN_JRE" >/dev/null
   rm -rf "$root"
@@ -166,9 +171,9 @@ docker_build() {
 build() {
   bases
   local ctx; ctx=$(mktemp -d /tmp/tsdemo-context.XXXXXX)
-  # The legacy builder ignores Dockerfile.dockerignore, so the context is what git tracks (plus uncommitted
-  # edits of tracked files, so a local run builds the working tree), never .venv or .cache.
-  git ls-files -z --cached --modified --deduplicate \
+  # The legacy builder ignores Dockerfile.dockerignore, so the context is the working tree as git sees it
+  # (tracked files with their edits, new files it does not ignore), never .venv or .cache.
+  git ls-files -z --cached --modified --others --exclude-standard --deduplicate \
     | grep -zZ -E '^(pyproject.toml|README.md|servicekit/|generators/|ingest/|processing/|storage/|dashboards/|deploy/)' \
     | xargs -0 -I{} sh -c 'test -e "{}" && printf "%s\0" "{}"' \
     | tar --null -T - -c | tar -C "$ctx" -x
@@ -189,19 +194,18 @@ build() {
 # stand-ins for compose.standins.yaml, built on the Debian stand-in base. Grafana has none.
 STANDIN_SERVERS=(mosquitto influxdb kafka)
 standins() {
-  local server pinned missing=() ctx start
+  local server pinned ctx start
   for server in "${STANDIN_SERVERS[@]}"; do
     pinned=$(pin "${server^^}_IMAGE")
     if pullable "$pinned"; then
-      log "server $pinned: the real one (run compose without compose.standins.yaml to use it)"
+      log "server $pinned: the real one is here too (tests/containers/test_compose.py then runs without the stand-ins)"
     fi
-    have_image "tsdemo-standin/$server:latest" || missing+=("$server")
   done
-  [ ${#missing[@]} = 0 ] && { log "server stand-ins: all present (${STANDIN_SERVERS[*]})"; return 0; }
   standin_python; standin_jre
   ctx=$(mktemp -d /tmp/tsdemo-standins.XXXXXX)
   PYTHONPATH=$REPO "$PY" deploy/images/standins/kafka_dist.py "$ctx" >&2
-  for server in "${missing[@]}"; do
+  # Built every time: the layer cache makes an unchanged one take seconds, and a changed recipe is never stale.
+  for server in "${STANDIN_SERVERS[@]}"; do
     start=$SECONDS
     docker_build "standin-$server" -f deploy/images/standins/standins.Dockerfile \
       --build-arg "BASE_IMAGE=$STANDIN_PYTHON" --build-arg "JRE_IMAGE=$STANDIN_JRE" \

@@ -5,6 +5,7 @@
 #   influxdb   Debian's influxdb (1.6.7) for influxdb:1.11         (user influxdb, /var/lib/influxdb)
 #   kafka      Kafka from Maven Central for apache/kafka           (user 1000, /opt/kafka, KAFKA_* settings)
 # The context is the folder kafka_dist.py lays out (libs/, bin/, config/).
+# Both set by containers.sh to its stand-in bases (their tags carry a hash of their recipe).
 ARG BASE_IMAGE=tsdemo-standin/python:3.11-bookworm
 ARG JRE_IMAGE=tsdemo-standin/jre:17-bookworm
 
