@@ -76,9 +76,17 @@ def test_compose_up_runs_a_bounded_generator_run_that_verify_finds_exact(compose
     say(f"verify: {report}")
     assert report["lost"] == 0 and report["double_counted"] == 0, report
     assert report["stored"] == report["expected"] > COUNT, report
-    assert wait.stdout.strip().splitlines()[-1] == "0", (wait.stdout, wait.stderr)
+    assert wait.returncode == 0 and "exited with status code 0" in wait.stdout, (wait.stdout, wait.stderr)
     # The long-running services are up and healthy through their own healthchecks; the jobs exited 0.
     for service in ("mosquitto", "kafka", "influxdb", "ingest", "processing"):
         assert summary[service][:2] == ("running", "healthy"), (service, summary[service])
     for job in ("kafka-init", "storage-init", "generator", "verify"):
         assert summary[job][0] == "exited" and summary[job][2] == 0, (job, summary[job])
+    # `docker compose stop`: each service within its stop_grace_period, with exit 0 (a SIGKILL would be 137).
+    stop = run([*cmd, "stop"], env, 300)
+    assert stop.returncode == 0, stop.stderr[-2000:]
+    ps = run([*cmd, "ps", "--all", "--format", "json"], env, 60).stdout
+    codes = {s["Service"]: s.get("ExitCode") for s in map(json.loads, filter(str.strip, ps.splitlines()))}
+    say(f"exit codes after compose stop: {codes}")
+    for service in ("ingest", "processing", "mosquitto", "kafka", "influxdb"):
+        assert codes[service] == 0, (service, codes)
