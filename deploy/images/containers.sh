@@ -142,18 +142,21 @@ standin_jre() {  # a jlink-made JRE from the machine's JDK 17, at Temurin's path
 # Sets PYTHON_IMAGE and JRE_IMAGE to the pins, or to stand-ins where a pin cannot be pulled.
 bases() {
   PYTHON_IMAGE=$(pin PYTHON_IMAGE); JRE_IMAGE=$(pin JRE_IMAGE)
+  local making=()
   if pullable "$PYTHON_IMAGE"; then
     log "base $PYTHON_IMAGE: the real one"
   else
     log "base $PYTHON_IMAGE cannot be pulled: building on the stand-in $STANDIN_PYTHON (Debian's Python 3.11)"
-    standin_python; PYTHON_IMAGE=$STANDIN_PYTHON
+    PYTHON_IMAGE=$STANDIN_PYTHON; standin_python & making+=($!)
   fi
   if pullable "$JRE_IMAGE"; then
     log "base $JRE_IMAGE: the real one"
   else
     log "base $JRE_IMAGE cannot be pulled: building on the stand-in $STANDIN_JRE (jlink of the machine's JDK)"
-    standin_jre; JRE_IMAGE=$STANDIN_JRE
+    JRE_IMAGE=$STANDIN_JRE; standin_jre & making+=($!)
   fi
+  # debootstrap mostly waits on the mirror and jlink on the CPU: side by side.
+  local pid; for pid in "${making[@]}"; do wait "$pid"; done
   export PYTHON_IMAGE JRE_IMAGE
 }
 
@@ -218,8 +221,17 @@ standins() {
 
 size_of() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1/1e6}'; }
 
+# The compose run and the other tests side by side: both spend much of their time waiting on healthchecks
+# and Spark's start, and each session has servers and ports of its own.
 test_images() {
-  "$PY" -m pytest -m containers tests/containers "$@"
+  local out=$CACHE/docker/test-compose.log compose status=0
+  log "tests: tests/containers/test_compose.py in the background (its output: $out, shown at the end)"
+  "$PY" -m pytest -m containers tests/containers/test_compose.py -p no:cacheprovider "$@" >"$out" 2>&1 &
+  compose=$!
+  "$PY" -m pytest -m containers tests/containers --ignore=tests/containers/test_compose.py "$@" || status=$?
+  wait "$compose" || status=$?
+  log "tests/containers/test_compose.py:"; cat "$out"
+  return "$status"
 }
 
 all() { build && standins && test_images "$@"; }
