@@ -1,8 +1,9 @@
 """Ordered MQTT acknowledgements.
 
 MQTT requires PUBACKs in the order the PUBLISHes arrived, but Kafka completes writes out of order
-(different partitions, retries). paho-mqtt's manual ack sends at once, so this tracker holds each
-completion until every earlier message is complete, then releases the run in arrival order.
+(different partitions, retries). Each received message gets a token in arrival order; Kafka's
+callback only marks it done, and one thread (the forwarder's) calls ``flush`` to acknowledge the
+finished prefix in arrival order, all of it in one batch.
 
 Packet ids only mean something on the connection they arrived on: after a reconnect the broker
 delivers every unacknowledged message again, possibly under ids that now name other messages.
@@ -28,30 +29,35 @@ class AckToken:
 
 
 class OrderedAcks:
-    def __init__(self, send_ack: Callable[[int], object]) -> None:
-        self._send_ack = send_ack
+    def __init__(self, send_acks: Callable[[list[int]], object]) -> None:
+        self._send_acks = send_acks
         self._lock = threading.Lock()
         self._queue: deque[AckToken] = deque()
         self._generation = 0
 
     def arrived(self, mid: int) -> AckToken:
-        """Registers a message in arrival order; the returned token is passed to ``done``."""
-        with self._lock:
-            token = AckToken(mid, self._generation)
-            self._queue.append(token)
+        """Registers a message in arrival order (from the MQTT network thread, the only one that calls
+        this and ``reset``); the token's ``done`` is set once Kafka has the message."""
+        token = AckToken(mid, self._generation)
+        self._queue.append(token)  # deque.append is atomic: no lock on the per-message path
         return token
 
-    def done(self, token: AckToken) -> int:
-        """Marks one message written; sends every ack now allowed; returns how many were sent."""
-        sent = 0
+    @staticmethod
+    def done(token: AckToken) -> None:
+        token.done = True
+
+    def flush(self) -> int:
+        """Sends, as one batch, the acks of every finished message not waiting behind an unfinished
+        one; returns how many."""
         with self._lock:
-            token.done = True
-            # Acks go out under the lock so two threads cannot interleave and reorder them, and so a
-            # reset() cannot slip between the check and the send.
-            while self._queue and self._queue[0].done:
-                self._send_ack(self._queue.popleft().mid)
-                sent += 1
-        return sent
+            # Under the lock so a reset() cannot slip between taking the prefix and sending it, and
+            # two flushes cannot interleave and reorder acks.
+            queue, mids = self._queue, []
+            while queue and queue[0].done:
+                mids.append(queue.popleft().mid)
+            if mids:
+                self._send_acks(mids)
+        return len(mids)
 
     def is_current(self, token: AckToken) -> bool:
         """False once the connection the message came on is gone (the broker will deliver it again)."""
@@ -66,5 +72,4 @@ class OrderedAcks:
         return dropped
 
     def pending(self) -> int:
-        with self._lock:
-            return len(self._queue)
+        return len(self._queue)

@@ -38,7 +38,7 @@ from prometheus_client import REGISTRY
 
 from ingest.acks import OrderedAcks
 from ingest.forwarder import Forwarder, ProducerFactory, make_producer
-from ingest.metrics import LEFT, RECEIVED
+from ingest.metrics import LEFT, RECEIVED, export_producer_figures
 from ingest.records import Message, Router
 from ingest.settings import BridgeSettings
 from servicekit.mqtt import make_client
@@ -47,24 +47,17 @@ from servicekit.service import log_event, serve_health
 log = logging.getLogger("ingest.bridge")
 
 
-def _always() -> bool:
-    return True
-
-
-def _nothing() -> None:
-    return None
-
-
 class Bridge:
     def __init__(self, settings: BridgeSettings, producer_factory: ProducerFactory | None = None) -> None:
         self.settings = settings
         self.connected = threading.Event()
         self.client = make_client(settings, settings.client_id, manual_ack=True)
-        self.acks = OrderedAcks(lambda mid: self.client.ack(mid, 1))
+        # Looked up at each call, not bound here, so a test can watch the acks go out.
+        self.acks = OrderedAcks(lambda mids: self.client.ack_many(mids))
         router = Router(settings.kafka_topic, settings.kafka_dlq_topic, settings.max_message_bytes,
                         settings.kafka_max_request_bytes)
         self.forwarder = Forwarder(router, producer_factory or functools.partial(make_producer, settings),
-                                   max_held=settings.max_inflight)
+                                   max_held=settings.max_inflight, acks=self.acks)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_subscribe = self._on_subscribe
@@ -126,22 +119,21 @@ class Bridge:
         # Runs on paho's network thread, which also carries keepalives and acks: never touch Kafka
         # here; only wait when max_inflight messages are held (see the module docstring).
         received = time.monotonic()
-        RECEIVED.inc()
         # Outside the intake lock: shutdown takes that lock and must be able to end this wait.
         if not self.forwarder.wait_for_room(self._stopping):
-            LEFT.inc()
+            self._leave()
             return
         with self._intake:
             if self._draining:
-                LEFT.inc()  # not acknowledged: it stays in our session for the next start
+                self._leave()  # not acknowledged: it stays in our session for the next start
                 return
             message = Message(msg.topic, msg.payload, int(time.time() * 1000))
-            if msg.qos == 0:
-                self.forwarder.submit(message, received, _nothing, _always)
-                return
-            token = self.acks.arrived(msg.mid)
-            self.forwarder.submit(message, received, functools.partial(self.acks.done, token),
-                                  functools.partial(self.acks.is_current, token))
+            self.forwarder.submit(message, received, self.acks.arrived(msg.mid) if msg.qos else None)
+
+    @staticmethod
+    def _leave() -> None:
+        RECEIVED.inc()
+        LEFT.inc()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def healthy(self) -> tuple[bool, dict]:
@@ -194,6 +186,7 @@ def _forwarded() -> int:
 def run_bridge(settings: BridgeSettings, stop: threading.Event) -> int:
     """Run until ``stop`` is set; returns the exit status (1 if the forwarding thread died)."""
     bridge = Bridge(settings)
+    export_producer_figures(bridge.forwarder.producer_metrics)
     server = serve_health(settings.health_port, bridge.healthy)
     status = 0
     try:

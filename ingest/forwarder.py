@@ -5,6 +5,14 @@ paho-mqtt runs ``on_message`` on its network thread, the one that also sends kee
 or a topic is missing) and raises on the spot for some errors, either of which would stall or kill
 that thread. So the bridge only queues here, and this thread does the sending.
 
+The hot path costs a few attribute writes per message: the network thread appends one ``Pending``
+slot per message to a deque; this thread takes every queued slot at once and hands each to the
+producer; Kafka's callback only marks its slot done and appends it to a second deque; this thread
+then settles the finished ones in one go (metrics counted per run, the MQTT acks of the finished
+prefix sent as one batch by ``OrderedAcks.flush``). Threads wake each other only when the other one
+is idle, never once per message. Flow control is a comparison of two counters, each written by one
+thread (``_submitted`` by the network thread, ``_released`` by this one).
+
 Retries: the producer retries a failed write itself, idempotently and in partition order, until
 ``delivery_timeout_ms``; a write that still fails (or could not even be handed to the producer) comes
 back here and is sent again after a backoff that grows per round of failures, up to 10 s. While a
@@ -20,18 +28,17 @@ is the only bound on the bridge's memory.
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
-from ingest.metrics import ACK_LATENCY, FORWARDED, INFLIGHT, KAFKA_ERRORS, LEFT, REJECTED
+from ingest.acks import AckToken, OrderedAcks
+from ingest.metrics import ACK_LATENCY, FORWARDED, INFLIGHT, KAFKA_ERRORS, LEFT, RECEIVED, REJECTED
 from ingest.records import REFUSED_KEEP_BYTES, KafkaRecord, Message, Router
 from ingest.settings import BridgeSettings
 
@@ -56,6 +63,10 @@ def make_producer(settings: BridgeSettings) -> KafkaProducer:
         acks="all",
         enable_idempotence=True,
         linger_ms=settings.linger_ms,
+        # kafka-python's 16 KiB default holds ~8 gateway messages per partition batch, so each produce
+        # request carried ~14 records and Kafka (one request per connection at a time) set the pace.
+        batch_size=settings.kafka_batch_bytes,
+        compression_type=None if settings.kafka_compression == "none" else settings.kafka_compression,
         client_id=settings.client_id,
         max_request_size=settings.kafka_max_request_bytes,
         delivery_timeout_ms=settings.kafka_delivery_timeout_ms,
@@ -68,34 +79,42 @@ def make_producer(settings: BridgeSettings) -> KafkaProducer:
     )
 
 
-@dataclass(eq=False)
 class Pending:
-    """A message on its way to Kafka."""
+    """One message on its way to Kafka: the bridge's only per-message object besides paho's."""
 
-    seq: int  # arrival order: retries go out in it
-    msg: Message
-    record: KafkaRecord
-    received: float  # time.monotonic() at receipt
-    done: Callable[[], object]  # Kafka has it: acknowledge it to the broker
-    current: Callable[[], bool]  # False once its MQTT connection is gone (the broker delivers it again)
-    producer: int = field(default=-1)  # which producer it was last handed to
+    __slots__ = ("seq", "msg", "record", "received", "token", "producer")
+
+    def __init__(self, seq: int, msg: Message, received: float, token: AckToken | None) -> None:
+        self.seq = seq  # arrival order: retries go out in it
+        self.msg = msg
+        self.record: KafkaRecord | None = None  # routed by the sending thread
+        self.received = received  # time.monotonic() at receipt
+        self.token = token  # its place in the MQTT ack order; None at QoS 0 (nothing to ack)
+        self.producer = -1  # which producer it was last handed to
 
 
 class Forwarder:
-    def __init__(self, router: Router, producer_factory: ProducerFactory, max_held: int) -> None:
+    def __init__(self, router: Router, producer_factory: ProducerFactory, max_held: int,
+                 acks: OrderedAcks | None = None) -> None:
         self.router = router
         self.max_held = max_held
+        self.acks = acks or OrderedAcks(lambda _mids: None)
         self._factory = producer_factory
         self._producer: KafkaProducer | None = None
         self._producer_no = 0
         self._renew = False
         self._cond = threading.Condition()
-        self._queue: deque[Pending] = deque()
+        self._queue: deque[Pending] = deque()  # from the network thread, in arrival order
+        self._finished: deque[Pending] = deque()  # in Kafka (or on the DLQ), not yet settled
+        self._left: deque[Pending] = deque()  # dropped: their connection is gone
         self._retry: list[tuple[int, Pending]] = []  # a heap in arrival order
         self._retry_at = 0.0
         self._round = 0
-        self._held = 0
-        self._seq = itertools.count()
+        self._seq = 0  # written by the network thread only
+        self._submitted = 0  # written by the network thread only
+        self._released = 0  # written by the sending thread only
+        self._idle = False  # the sending thread waits for work: wake it
+        self._intake_waiting = False  # the network thread waits for room: wake it
         self._failing = False
         self._progress_at = time.monotonic()  # last ack from Kafka, or when the bridge last went idle
         self._stopped = False
@@ -130,38 +149,57 @@ class Forwarder:
                 log.exception("closing the old Kafka producer failed")
         self.connect(threading.Event())  # returns only once connected or closing
 
-    # -- the bridge's side --------------------------------------------------------------------------
+    def producer_metrics(self) -> dict[str, float]:
+        """kafka-python's own producer figures (records per request, request latency, ...)."""
+        producer = self._producer
+        if producer is None:
+            return {}
+        try:
+            # Grouped by kafka-python (producer-metrics, producer-node-metrics, ...): the names don't clash.
+            return {k: float(v) for group in producer.metrics().values() for k, v in group.items()
+                    if isinstance(v, int | float)}
+        except Exception:  # noqa: BLE001 - figures for a report; a producer being replaced has none
+            return {}
+
+    # -- the bridge's side (the MQTT network thread) ------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="kafka-forwarder", daemon=True)
         self._thread.start()
 
     def wait_for_room(self, give_up: threading.Event) -> bool:
         """Block while ``max_held`` messages are held; False if ``give_up`` was set first."""
+        if self._submitted - self._released < self.max_held:
+            return not give_up.is_set()
         with self._cond:
-            while self._held >= self.max_held and not give_up.is_set():
-                self._cond.wait(0.5)  # woken by each release; the timeout only notices give_up
+            self._intake_waiting = True
+            try:
+                while self._submitted - self._released >= self.max_held and not give_up.is_set():
+                    self._cond.wait(0.5)  # woken by a release; the timeout only notices give_up
+            finally:
+                self._intake_waiting = False
             return not give_up.is_set()
 
-    def submit(self, msg: Message, received: float, done: Callable[[], object], current: Callable[[], bool]) -> None:
-        """Queue one message; returns at once. ``done`` runs once Kafka has acknowledged it."""
-        record = self.router.route(msg)
+    def submit(self, msg: Message, received: float, token: AckToken | None = None) -> None:
+        """Queue one message; returns at once. Its ``token`` is marked done once Kafka has it."""
+        if self._submitted == self._released:
+            self._progress_at = received
+        self._seq += 1
+        self._queue.append(Pending(self._seq, msg, received, token))
+        self._submitted += 1
+        if self._idle:
+            self._wake()
+
+    def _wake(self) -> None:
         with self._cond:
-            self._queue.append(Pending(next(self._seq), msg, record, received, done, current))
-            if self._held == 0:
-                self._progress_at = time.monotonic()
-            self._held += 1
-            INFLIGHT.inc()
             self._cond.notify()
 
     def held(self) -> int:
-        """Messages queued, at the producer or waiting for a retry."""
-        with self._cond:
-            return self._held
+        """Messages taken and not yet settled: queued, at the producer or waiting for a retry."""
+        return self._submitted - self._released
 
     def stalled_s(self) -> float:
         """Seconds since Kafka last acknowledged a write while writes wait; 0 when nothing waits."""
-        with self._cond:
-            return time.monotonic() - self._progress_at if self._held else 0.0
+        return time.monotonic() - self._progress_at if self.held() else 0.0
 
     def kafka_ok(self) -> bool:
         """Kafka takes our writes: the last one did not fail and waiting ones do not wait for long."""
@@ -179,6 +217,7 @@ class Forwarder:
             self._thread.join(timeout_s + MAX_BLOCK_MS / 1000)
         if self._producer is not None:
             self._producer.close(timeout=timeout_s)
+        self._settle()
         with self._cond:
             left = len(self._queue) + len(self._retry)
             self._queue.clear()
@@ -187,64 +226,114 @@ class Forwarder:
             LEFT.inc(left)
 
     # -- the sending thread -------------------------------------------------------------------------
-    def _next(self) -> Pending | None:
-        with self._cond:
-            while not self._stopped:
-                if self._retry and (not self._queue or self._retry[0][0] < self._queue[0].seq):
-                    wait = self._retry_at - time.monotonic()
-                    if wait <= 0:
-                        return heapq.heappop(self._retry)[1]
-                    self._cond.wait(wait)
-                elif self._queue:
-                    return self._queue.popleft()
-                else:
-                    self._cond.wait()
-        return None
+    def _take(self) -> list[Pending]:
+        """Everything there is to send now, in arrival order; waits while there is nothing to do."""
+        while not self._stopped:
+            retry, queue = self._retry, self._queue
+            if retry and self._retry_at <= time.monotonic():
+                # Due retries go first; newer messages wait behind them so a device keeps its order.
+                with self._cond:
+                    due = [heapq.heappop(retry)[1] for _ in range(len(retry))]
+                due.extend(queue.popleft() for _ in range(len(queue)))
+                return due
+            if queue and not retry:
+                return [queue.popleft() for _ in range(len(queue))]
+            if self._finished or self._left:
+                return []  # nothing to send, but something to settle
+            with self._cond:
+                self._idle = True
+                # Checked again under the lock: a producer that saw _idle False before we set it has
+                # already queued its work, and one that sees it True waits for this wait to notify.
+                if not (self._queue and not self._retry) and not self._finished and not self._left:
+                    wait = self._retry_at - time.monotonic() if self._retry else None
+                    self._cond.wait(wait if wait is None or wait > 0 else 0)
+                self._idle = False
+        return []
 
     def _run(self) -> None:
-        while (item := self._next()) is not None:
-            if not item.current():
-                self._release(item, left=True)
-                continue
-            if self._renew:
-                self._renew_producer()
-            if self._producer is None:  # closing while a new producer was being made
-                self._release(item, left=True)
-                continue
-            self._send(item, self._producer)
+        while not self._stopped:
+            items = self._take()
+            if items:
+                RECEIVED.inc(sum(1 for i in items if i.record is None))
+            for item in items:
+                if not self._current(item):
+                    self._left.append(item)
+                    continue
+                if self._renew:
+                    self._renew_producer()
+                if self._producer is None:  # closing while a new producer was being made
+                    self._left.append(item)
+                    continue
+                self._send(item, self._producer)
+            self._settle()
+
+    def _current(self, item: Pending) -> bool:
+        return item.token is None or self.acks.is_current(item.token)
 
     def _send(self, item: Pending, producer: KafkaProducer) -> None:
         rec = item.record
+        if rec is None:
+            rec = item.record = self.router.route(item.msg)
         item.producer = self._producer_no
         try:
             future = producer.send(rec.topic, value=rec.value, key=rec.key, headers=rec.headers)
         except Exception as exc:  # noqa: BLE001 - whatever it is, the write is retried, not lost
             self._failed(item, exc)
             return
-        future.add_callback(self._written, item)
-        future.add_errback(self._failed, item)
+        future.add_both(self._completed, item)
 
-    def _written(self, item: Pending, _metadata: object) -> None:
-        ACK_LATENCY.observe(time.monotonic() - item.received)
-        if item.record.rejected is None:
-            FORWARDED.inc()
-        else:
-            REJECTED.labels(item.record.rejected).inc()
-        with self._cond:
-            if self._failing:
-                log.info("Kafka writes succeed again")
-            self._failing = False
+    def _completed(self, item: Pending, result: object) -> None:
+        """Kafka's callback (on its I/O thread): only marks the slot, unless the write failed."""
+        if isinstance(result, BaseException):
+            self._failed(item, result)
+            return
+        if item.token is not None:
+            item.token.done = True
+        self._failing = False
+        self._finished.append(item)
+        if self._idle:
+            self._wake()
+
+    def _settle(self) -> None:
+        """Counts what Kafka finished since the last call, acks the finished prefix, frees room."""
+        finished, left = self._finished, self._left
+        if not finished and not left:
+            return
+        now = time.monotonic()
+        forwarded = released = 0
+        rejected: Counter[str] = Counter()
+        while finished:
+            item = finished.popleft()
+            released += 1
+            ACK_LATENCY.observe(now - item.received)
+            if item.record.rejected is None:  # type: ignore[union-attr]
+                forwarded += 1
+            else:
+                rejected[item.record.rejected] += 1  # type: ignore[union-attr]
+        dropped = len(left)
+        left.clear()
+        if forwarded:
+            FORWARDED.inc(forwarded)
+        for reason, n in rejected.items():
+            REJECTED.labels(reason).inc(n)
+        if dropped:
+            LEFT.inc(dropped)
+        if released:
             self._round = 0
-            self._progress_at = time.monotonic()
-        self._release(item)
-        item.done()
+            self._progress_at = now
+        self.acks.flush()
+        self._released += released + dropped
+        INFLIGHT.set(self.held())
+        if self._intake_waiting:
+            with self._cond:
+                self._cond.notify_all()
 
     def _failed(self, item: Pending, exc: BaseException) -> None:
-        if isinstance(exc, TOO_LARGE) and len(item.record.value) > REFUSED_KEEP_BYTES:
+        if isinstance(exc, TOO_LARGE) and len(item.record.value) > REFUSED_KEEP_BYTES:  # type: ignore[union-attr]
             # Kafka's limit is below the one we were given: sending it again would fail forever and
             # hold back every acknowledgement after it.
             log.warning("Kafka refused a %d-byte record from %s as too large; dead-lettering it",
-                        len(item.record.value), item.msg.topic)
+                        len(item.record.value), item.msg.topic)  # type: ignore[union-attr]
             item.record = self.router.dead_letter(
                 item.msg, "refused_by_kafka", f"Kafka refused the record: {exc}", keep_bytes=REFUSED_KEEP_BYTES
             )
@@ -261,8 +350,10 @@ class Forwarder:
         self._schedule(item, backoff=True)
 
     def _schedule(self, item: Pending, backoff: bool) -> None:
-        if not item.current():
-            self._release(item, left=True)
+        if not self._current(item):
+            self._left.append(item)
+            if self._idle:
+                self._wake()
             return
         with self._cond:
             now = time.monotonic()
@@ -273,11 +364,3 @@ class Forwarder:
                 self._round += 1
             heapq.heappush(self._retry, (item.seq, item))
             self._cond.notify()
-
-    def _release(self, item: Pending, left: bool = False) -> None:
-        with self._cond:
-            self._held -= 1
-            INFLIGHT.dec()
-            self._cond.notify_all()
-        if left:
-            LEFT.inc()

@@ -23,6 +23,8 @@ Headers = list[tuple[str, bytes]]
 #: what a dead letter keeps when Kafka itself refused the record as too large: Kafka's limit is then
 #: lower than we were told, so only a small start is sure to fit
 REFUSED_KEEP_BYTES = 1024
+#: More than a record batch's header (61 bytes) and one record's varints and header framing ever take.
+RECORD_OVERHEAD_BOUND = 256
 
 
 def kafka_key(mqtt_topic: str) -> bytes:
@@ -75,6 +77,11 @@ class Router:
             return self.dead_letter(
                 msg, "too_large", f"payload of {size} bytes exceeds the bridge's limit of {self.max_payload_bytes}"
             )
+        # The exact size takes kafka-python's estimator, which the producer runs again on send; only a
+        # payload near the limit needs it (a batch's framing and a record's varints stay well under
+        # RECORD_OVERHEAD_BOUND).
+        if size + len(key) + sum(len(k) + len(v) for k, v in headers) + RECORD_OVERHEAD_BOUND <= self.max_record_bytes:
+            return KafkaRecord(self.topic, key, msg.payload, headers)
         record_bytes = record_size(key, msg.payload, headers)
         if record_bytes > self.max_record_bytes:
             return self.dead_letter(

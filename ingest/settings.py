@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -32,6 +32,10 @@ class BridgeSettings(MqttSettings):
                                          "writes (producer max_request_size); keep it at or below the "
                                          "topics' max.message.bytes")
     linger_ms: int = Field(5, ge=0, description="Kafka producer linger: batching against latency")
+    kafka_batch_bytes: int = Field(1_048_576, ge=1024, description="Kafka producer batch size per partition "
+                                   "(batch_size): how many records one produce request can carry")
+    kafka_compression: Literal["none", "gzip", "lz4", "snappy", "zstd"] = Field(
+        "none", description="Kafka producer compression (lz4, snappy and zstd need their Python codec installed)")
     kafka_delivery_timeout_ms: int = Field(120_000, ge=1000, description="how long the Kafka producer retries "
                                            "a write before the bridge retries it itself")
     max_inflight: int = Field(1000, ge=1, le=65_535, description="MQTT messages taken but not yet in Kafka "

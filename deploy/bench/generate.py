@@ -23,7 +23,7 @@ from deploy.bench.arrivals import Arrivals
 from deploy.bench.children import spawn, tsdemo
 from deploy.bench.environment import BenchEnvironment
 from deploy.bench.payloads import PayloadSet
-from deploy.bench.report import BenchResult, Comparison, Run
+from deploy.bench.report import BenchResult, Comparison, Run, interleave
 from deploy.bench.resources import ResourceMonitor, Usage
 from deploy.bench.settings import GenerateBenchSettings
 from deploy.local.servers import Mosquitto, free_port
@@ -158,23 +158,34 @@ def profile_generator(env: BenchEnvironment, s: GenerateBenchSettings, batch: in
 
 def run(env: BenchEnvironment, s: GenerateBenchSettings) -> BenchResult:
     result = BenchResult("generate", {"readings": s.readings, "batches": s.batches, "qos_levels": s.qos_levels,
-                                      "devices": s.devices, "sites": s.sites, "max_inflight": s.max_inflight})
+                                      "devices": s.devices, "sites": s.sites, "max_inflight": s.max_inflight,
+                                      "repeats": s.repeats})
     env.mosquitto()
     for batch in s.batches:
         payloads = env.payloads(s.devices, s.sites, batch, s.readings)
         for qos in s.qos_levels:
             tag, case = f"q{qos}-b{batch}", f"QoS {qos}, batch {batch}"
-            env.say(f"generate {case}: mosquitto_pub, {payloads.messages:,} messages")
-            baseline = run_mosquitto_pub(env, payloads, qos, s.max_inflight, tag)
-            if (repeat := baseline_repeats(baseline.seconds)) > 1:
-                env.say(f"generate {case}: mosquitto_pub took {baseline.seconds:.2f}s; again, {repeat} times over")
-                baseline = run_mosquitto_pub(env, payloads, qos, s.max_inflight, tag, repeat)
-            env.say(f"generate {case}: tsdemo generate, {payloads.readings:,} readings")
-            subject = run_generator(env, s, payloads, batch, qos, tag)
-            subject.details.update(qos=qos, batch=batch)
-            comparison = Comparison("generate", case, subject, baseline, s.target_ratio)
-            env.say(f"generate {case}: {subject.rate:,.0f} readings/s vs {baseline.rate:,.0f} "
-                    f"(ratio {comparison.ratio or 0:.2f})")
+            env.say(f"generate {case}: tsdemo generate against mosquitto_pub, {payloads.readings:,} readings "
+                    f"in {payloads.messages:,} messages, {s.repeats} interleaved trials")
+            repeat = 1
+
+            def baseline(i: int, tag: str = tag, qos: int = qos, payloads: PayloadSet = payloads) -> Run:
+                nonlocal repeat
+                run = run_mosquitto_pub(env, payloads, qos, s.max_inflight, f"{tag}-t{i}", repeat)
+                if (more := baseline_repeats(run.seconds)) > 1 and repeat == 1:
+                    # Once: every later trial publishes the payloads as many times over.
+                    repeat = more
+                    run = run_mosquitto_pub(env, payloads, qos, s.max_inflight, f"{tag}-t{i}", repeat)
+                return run
+
+            def subject(i: int, tag: str = tag, qos: int = qos, batch: int = batch,
+                        payloads: PayloadSet = payloads) -> Run:
+                return run_generator(env, s, payloads, batch, qos, f"{tag}-t{i}")
+
+            comparison = Comparison.of_trials("generate", case, interleave(s.repeats, subject, baseline, env.say),
+                                              s.target_ratio)
+            comparison.subject.details.update(qos=qos, batch=batch)
+            env.say(f"generate {case}: ratio {comparison.ratio or 0:.2f} (median of {s.repeats})")
             if profiles.wanted(s.profile, comparison.met):
                 env.say(f"generate {case}: profiling the generator with py-spy")
                 comparison.profile = profile_generator(env, s, batch, qos, tag)

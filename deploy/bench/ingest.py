@@ -17,22 +17,29 @@ only after Kafka, so it is what moving the bytes costs without the bridge's guar
 from __future__ import annotations
 
 import contextlib
+import math
 import subprocess
+import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.bench import profiles
 from deploy.bench.children import Child, run_tool, spawn, tsdemo
 from deploy.bench.environment import BenchEnvironment
 from deploy.bench.kafka_offsets import EndOffsets, watch_drain
 from deploy.bench.payloads import PayloadSet
-from deploy.bench.report import BenchResult, Comparison, Run
-from deploy.bench.resources import ResourceMonitor
+from deploy.bench.report import BenchResult, Comparison, Run, interleave
+from deploy.bench.resources import ResourceMonitor, tree_sample
 from deploy.bench.settings import IngestBenchSettings
-from deploy.bench.stats import drain_rate
+from deploy.bench.stats import drain_rate, median
 from deploy.local.servers import free_port
+from ingest.metrics import PRODUCER_FIGURES
 from servicekit.contract import TOPIC_FILTER, topic_for
 
 SESSION_EXPIRY_S = 3600
+#: The bridge's producer gauges, by their Prometheus name, under kafka-python's name in the report.
+PRODUCER_METRICS = {name: key for key, (name, _doc) in PRODUCER_FIGURES.items()}
 STOP_TIMEOUT_S = 60.0
 
 
@@ -84,25 +91,63 @@ def _stop(children: list[Child]) -> None:
         child.stop(STOP_TIMEOUT_S)
 
 
+def _cpu_s(movers: list[Child]) -> float:
+    return sum(sample[0] for m in movers if (sample := tree_sample(m.pid)) is not None)
+
+
 def _drained(env: BenchEnvironment, s: IngestBenchSettings, payloads: PayloadSet, tool: str, topic: str,
              movers: list[Child], monitor: ResourceMonitor, offsets: EndOffsets, details: dict,
              interval_s: float = 0.1) -> Run:
-    drain = watch_drain(offsets, 0, payloads.messages, s.timeout_s,
-                        ready=lambda: all(m.healthy() for m in movers), interval_s=interval_s)
+    """The run of ``movers`` draining the preloaded queue. Beside the rate, ``details`` gets the movers'
+    CPU seconds per 1,000 readings over the drain itself (from the moment all were ready), so start-up
+    is left out and the figure compares across 1, 2 and 4 bridges."""
+    cpu_at_ready: list[float] = []
+
+    def ready() -> bool:
+        if not all(m.healthy() for m in movers):
+            return False
+        cpu_at_ready.append(_cpu_s(movers))
+        return True
+
+    drain = watch_drain(offsets, 0, payloads.messages, s.timeout_s, ready=ready, interval_s=interval_s)
+    cpu_at_end = _cpu_s(movers)
     usage = monitor.stop()
     per_s = drain_rate(drain.samples, payloads.messages, drain.ready_at)
     if not drain.done or per_s is None:
         moved = drain.samples[-1][1] if drain.samples else 0
         raise RuntimeError(f"{tool}: only {moved} of {payloads.messages} messages reached Kafka in "
                            f"{s.timeout_s:.0f}s\n" + "\n".join(m.tail(10) for m in movers))
+    moved_at_ready = max((n for t, n in drain.samples if drain.ready_at is not None and t <= drain.ready_at),
+                         default=0)
+    messages = payloads.messages - moved_at_ready
+    if cpu_at_ready and messages > 0:
+        readings = messages * payloads.readings_per_message
+        details["cpu_s_per_1k_readings"] = round((cpu_at_end - cpu_at_ready[0]) / readings * 1000, 4)
     seconds = payloads.messages / per_s
     return Run(tool, payloads.readings, payloads.messages, seconds, usage, details)
 
 
+def scrape_producer_figures(bridges: list[Child]) -> dict[str, float]:
+    """The bridges' Kafka producer figures from their /metrics (the mean over bridges)."""
+    totals: dict[str, list[float]] = {}
+    for bridge in bridges:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{bridge.health_port}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            continue
+        for family in text_string_to_metric_families(text):
+            if family.name in PRODUCER_METRICS:
+                for sample in family.samples:
+                    if math.isfinite(sample.value):
+                        totals.setdefault(PRODUCER_METRICS[family.name], []).append(sample.value)
+    return {name: round(sum(v) / len(v), 2) for name, v in totals.items()}
+
+
 def run_bridges(env: BenchEnvironment, s: IngestBenchSettings, payloads: PayloadSet, count: int,
-                profile: bool = False) -> tuple[Run, list[str]]:
+                profile: bool = False, trial: int = 0) -> tuple[Run, list[str]]:
     """Drain a preloaded queue with ``count`` bridges; the run and, when profiled, the profile summaries."""
-    tag = f"{count}b" + ("-profile" if profile else "")
+    tag = f"{count}b-t{trial}" + ("-profile" if profile else "")
     topic = env.topic(f"bench-ingest-{tag}")
     env.topic(f"{topic}-dlq", 1)
     group, ids = f"bench-{tag}", [f"bench-bridge-{tag}-{i}" for i in range(count)]
@@ -131,6 +176,7 @@ def run_bridges(env: BenchEnvironment, s: IngestBenchSettings, payloads: Payload
                                                           env.logs / f"ingest-{tag}-py-spy.log"), raw))
                 run = _drained(env, s, payloads, f"tsdemo ingest x{count}", topic, bridges, monitor, offsets,
                                {"bridges": count, "share_group": group})
+                run.details["kafka_producer"] = scrape_producer_figures(bridges)
             finally:
                 for recorder, raw in recorders:
                     summary = profiles.detach(recorder, raw)
@@ -143,10 +189,10 @@ def run_bridges(env: BenchEnvironment, s: IngestBenchSettings, payloads: Payload
     return run, summaries
 
 
-def run_baseline(env: BenchEnvironment, s: IngestBenchSettings, payloads: PayloadSet) -> Run:
-    tag, client_id = "baseline", "bench-sub-baseline"
-    topic = env.topic("bench-ingest-baseline")
-    log = env.logs / "ingest-baseline.log"
+def run_baseline(env: BenchEnvironment, s: IngestBenchSettings, payloads: PayloadSet, tag: str = "baseline") -> Run:
+    client_id = f"bench-sub-{tag}"
+    topic = env.topic(f"bench-ingest-{tag}")
+    log = env.logs / f"ingest-{tag}.log"
     sub_cmd = ["mosquitto_sub", *mqtt_args(env), "-i", client_id, "-c", "-x", str(SESSION_EXPIRY_S), "-q", "1",
                "-t", TOPIC_FILTER]
     run_tool("mosquitto_sub", [*sub_cmd, "-E"], log)  # the session and its subscription, then away
@@ -163,7 +209,7 @@ def run_baseline(env: BenchEnvironment, s: IngestBenchSettings, payloads: Payloa
             assert sub.proc.stdout is not None
             kcat = spawn("kcat", ["kcat", "-P", "-b", env.kafka().endpoint, "-t", topic, "-K", " ",
                                   "-X", "enable.idempotence=true", "-X", "acks=all", "-X", "linger.ms=5"],
-                         env.logs / "ingest-baseline-kcat.log", stdin=sub.proc.stdout)
+                         env.logs / f"ingest-{tag}-kcat.log", stdin=sub.proc.stdout)
             sub.proc.stdout.close()  # kcat holds the pipe now; it sees EOF when mosquitto_sub exits
             monitor.watch(sub.name, sub.pid)
             monitor.watch(kcat.name, kcat.pid)
@@ -184,21 +230,36 @@ def run_baseline(env: BenchEnvironment, s: IngestBenchSettings, payloads: Payloa
 def run(env: BenchEnvironment, s: IngestBenchSettings) -> BenchResult:
     result = BenchResult("ingest", {"readings": s.readings, "batch": s.batch, "bridge_counts": s.bridge_counts,
                                     "bridge_max_inflight": s.bridge_max_inflight, "devices": s.devices,
-                                    "sites": s.sites})
+                                    "sites": s.sites, "repeats": s.repeats})
     env.mosquitto()
     env.kafka()
     payloads = env.payloads(s.devices, s.sites, s.batch, s.readings)
     result.config["payloads"] = payloads.as_dict()
-    env.say(f"ingest baseline: mosquitto_sub | kcat -P, {payloads.messages:,} messages")
-    baseline = run_baseline(env, s, payloads)
-    env.say(f"ingest baseline: {baseline.rate:,.0f} readings/s")
     for count in s.bridge_counts:
-        env.say(f"ingest: {count} bridge(s), {payloads.messages:,} messages")
-        subject, _ = run_bridges(env, s, payloads, count)
-        comparison = Comparison("ingest", f"{count} bridge{'s' if count > 1 else ''}, QoS 1", subject, baseline,
-                                s.target_ratio)
-        env.say(f"ingest {count} bridge(s): {subject.rate:,.0f} readings/s (ratio {comparison.ratio or 0:.2f})")
+        case = f"{count} bridge{'s' if count > 1 else ''}, QoS 1"
+        env.say(f"ingest {case}: against mosquitto_sub | kcat -P, {payloads.messages:,} messages, "
+                f"{s.repeats} interleaved trials")
+        trials = interleave(
+            s.repeats,
+            lambda i, count=count: run_bridges(env, s, payloads, count, trial=i)[0],
+            lambda i, count=count: run_baseline(env, s, payloads, f"baseline-{count}b-t{i}"),
+            env.say,
+        )
+        comparison = Comparison.of_trials("ingest", case, trials, s.target_ratio)
+        cpu = [t[0].details["cpu_s_per_1k_readings"] for t in trials if "cpu_s_per_1k_readings" in t[0].details]
+        if cpu:
+            comparison.subject.details["cpu_s_per_1k_readings_median"] = median(cpu)
+            comparison.notes.append(f"bridge CPU {median(cpu):.3f} s per 1,000 readings (all bridges, median of "
+                                    f"{len(cpu)}); Kafka producer: {comparison.subject.details.get('kafka_producer')}")
+        env.say(f"ingest {case}: ratio {comparison.ratio or 0:.2f} (median of {s.repeats})")
         result.comparisons.append(comparison)
+    flat = [c.subject.details.get("cpu_s_per_1k_readings_median") for c in result.comparisons]
+    if len(flat) > 1 and all(flat):
+        spread = max(flat) / min(flat) - 1  # type: ignore[type-var,operator]
+        result.extra["cpu_per_1k_readings_spread"] = round(spread, 3)
+        result.comparisons[-1].notes.append(
+            f"CPU per 1,000 readings across {', '.join(map(str, s.bridge_counts))} bridges: "
+            + ", ".join(f"{x:.3f}" for x in flat) + f" s (highest {spread:.0%} above lowest; target within 20%)")
     missed = next((c for c in result.comparisons if profiles.wanted(s.profile, c.met)), None)
     if missed is not None:
         count = int(missed.subject.details["bridges"])

@@ -10,6 +10,7 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import psutil
 
 from deploy.bench.resources import Usage
-from deploy.bench.stats import rate, ratio
+from deploy.bench.stats import median, rate, ratio
 
 
 @dataclass
@@ -54,7 +55,12 @@ class Run:
 @dataclass
 class Comparison:
     """A figure beside its baseline: ``ratio = subject / baseline`` readings/s, ``met`` when at least
-    ``target``."""
+    ``target``.
+
+    Measured over several interleaved ``trials`` (see ``interleave``), the ratio is the median of the
+    trials' ratios and ``subject``/``baseline`` are the runs of the median trial; ``spread`` gives the
+    lowest and highest trial ratio, so a reader sees how far one run can be trusted on a noisy machine.
+    """
 
     bench: str
     case: str
@@ -63,10 +69,29 @@ class Comparison:
     target: float | None
     profile: str | None = None
     notes: list[str] = field(default_factory=list)
+    trials: list[tuple[Run, Run | None]] = field(default_factory=list)
+
+    @classmethod
+    def of_trials(cls, bench: str, case: str, trials: list[tuple[Run, Run | None]],
+                  target: float | None) -> Comparison:
+        """The comparison of interleaved trials, represented by the trial with the median ratio."""
+        if not trials:
+            raise ValueError("a comparison needs at least one trial")
+        ranked = sorted(trials, key=lambda t: _trial_ratio(t) or 0.0)
+        subject, baseline = ranked[(len(ranked) - 1) // 2]
+        return cls(bench, case, subject, baseline, target, trials=list(trials))
 
     @property
     def ratio(self) -> float | None:
+        if self.trials:
+            return median([r for t in self.trials if (r := _trial_ratio(t)) is not None])
         return ratio(self.subject.rate, self.baseline.rate if self.baseline else None)
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """The lowest and the highest trial ratio; None for a single run."""
+        ratios = [r for t in self.trials if (r := _trial_ratio(t)) is not None]
+        return (min(ratios), max(ratios)) if len(ratios) > 1 else None
 
     @property
     def met(self) -> bool | None:
@@ -80,7 +105,35 @@ class Comparison:
             "baseline": self.baseline.as_dict() if self.baseline else None,
             "ratio": None if self.ratio is None else round(self.ratio, 3), "target": self.target,
             "met": self.met, "profile": self.profile, "notes": self.notes,
+            **({"spread": [round(x, 3) for x in self.spread]} if self.spread else {}),
+            **({"trials": [{"subject_readings_per_s": round(s.rate, 1),
+                            "baseline_readings_per_s": round(b.rate, 1) if b else None,
+                            "ratio": None if (r := _trial_ratio((s, b))) is None else round(r, 3)}
+                           for s, b in self.trials]} if len(self.trials) > 1 else {}),
         }
+
+
+def _trial_ratio(trial: tuple[Run, Run | None]) -> float | None:
+    subject, baseline = trial
+    return ratio(subject.rate, baseline.rate if baseline else None)
+
+
+def interleave(repeats: int, subject: Callable[[int], Run], baseline: Callable[[int], Run],
+               say: Callable[[str], object] = lambda _m: None) -> list[tuple[Run, Run]]:
+    """``repeats`` trials of subject and baseline, run alternately (ABBA: even trials baseline first, odd
+    trials subject first), so a change in the machine's load falls on both alike. Each callable gets the
+    trial number, for naming its logs and client ids."""
+    trials = []
+    for i in range(repeats):
+        order = ("baseline", "subject") if i % 2 == 0 else ("subject", "baseline")
+        runs: dict[str, Run] = {}
+        for role in order:
+            runs[role] = (baseline if role == "baseline" else subject)(i)
+        r = _trial_ratio((runs["subject"], runs["baseline"]))
+        say(f"  trial {i + 1}/{repeats}: {runs['subject'].rate:,.0f} vs {runs['baseline'].rate:,.0f} readings/s"
+            f" (ratio {r or 0:.2f}); load average {psutil.getloadavg()[0]:.1f}")
+        trials.append((runs["subject"], runs["baseline"]))
+    return trials
 
 
 @dataclass
@@ -141,6 +194,15 @@ def comparisons_of(document: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for bench in document["benches"].values() for c in bench.get("comparisons", [])]
 
 
+def _ratio_cell(c: dict[str, Any]) -> str:
+    """The ratio, and with interleaved trials their spread and count: ``0.52 (0.48-0.55, n=3)``."""
+    cell = _num(c["ratio"], 2)
+    if c.get("spread"):
+        low, high = c["spread"]
+        cell += f" ({low:.2f}-{high:.2f}, n={len(c.get('trials', []))})"
+    return cell
+
+
 def summary_table(document: dict[str, Any]) -> str:
     """One line per figure: readings/s beside its baseline, the ratio and the target (Markdown)."""
     rows = []
@@ -150,7 +212,7 @@ def summary_table(document: dict[str, Any]) -> str:
         rows.append([
             c["bench"], c["case"], _num(c["subject"]["readings_per_s"]), _num(c["subject"]["messages_per_s"]),
             base["tool"] if base else "-", _num(base["readings_per_s"]) if base else "-",
-            _num(c["ratio"], 2), "-" if c["target"] is None else f">= {c['target']:.2f}", met,
+            _ratio_cell(c), "-" if c["target"] is None else f">= {c['target']:.2f}", met,
         ])
     header = ["bench", "case", "readings/s", "msgs/s", "baseline", "baseline readings/s", "ratio", "target", "met"]
     return _table(header, rows, right={2, 3, 5, 6})

@@ -30,6 +30,8 @@ class BenchSettings(ServiceSettings):
     devices: int = Field(20, ge=1, description="devices in the simulated fleet (the payloads' shape)")
     sites: int = Field(2, ge=1, description="sites the devices are spread over (one gateway topic per site)")
     target_ratio: float = Field(0.5, gt=0, description="a figure meets its target at this share of its baseline")
+    repeats: int = Field(3, ge=1, description="interleaved trials of subject and baseline behind each ratio; "
+                         "the ratio reported is their median, with the lowest and highest beside it")
     ready_timeout_s: float = Field(300.0, gt=0, description="how long a server or service may take to become "
                                    "ready (Spark takes about a minute on a busy 2-core machine)")
 

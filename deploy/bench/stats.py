@@ -21,6 +21,11 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def median(values: Sequence[float]) -> float | None:
+    """The median (the mean of the middle two for an even count); None when empty."""
+    return percentile(values, 50)
+
+
 def rate(count: float, seconds: float) -> float:
     """Items per second; 0 for an empty or instant window (never a division by zero)."""
     return count / seconds if seconds > 0 else 0.0

@@ -14,6 +14,7 @@ from kafka.future import Future
 from paho.mqtt.packettypes import PacketTypes
 from prometheus_client import REGISTRY
 
+from ingest.acks import OrderedAcks
 from ingest.bridge import Bridge
 from ingest.forwarder import Forwarder
 from ingest.records import Message, Router
@@ -81,7 +82,10 @@ def forwarder(producers: list[FakeProducer]):
         producers.append(FakeProducer(f"p{len(producers)}"))
         return producers[-1]
 
-    fwd = Forwarder(Router("readings", "dlq", 1_000_000, 1_048_576), factory, max_held=1000)
+    acked: list[int] = []
+    fwd = Forwarder(Router("readings", "dlq", 1_000_000, 1_048_576), factory, max_held=1000,
+                    acks=OrderedAcks(acked.extend))
+    fwd.acked_mids = acked
     assert fwd.connect(threading.Event())
     fwd.start()
     yield fwd
@@ -89,15 +93,24 @@ def forwarder(producers: list[FakeProducer]):
 
 
 class Done:
-    """The ``done``/``current`` pair the bridge hands over, recording the order of completions."""
+    """Submits messages as the bridge does and tells which were acknowledged to MQTT, in ack order."""
 
     def __init__(self) -> None:
-        self.order: list[bytes] = []
-        self.live = True
+        self.payloads: dict[int, bytes] = {}
+        self.fwd: Forwarder | None = None
 
     def submit(self, fwd: Forwarder, payload: bytes) -> None:
-        fwd.submit(Message("sensors/s/d", payload, 1), time.monotonic(),
-                   lambda: self.order.append(payload), lambda: self.live)
+        self.fwd = fwd
+        mid = len(self.payloads) + 1
+        self.payloads[mid] = payload
+        fwd.submit(Message("sensors/s/d", payload, 1), time.monotonic(), fwd.acks.arrived(mid))
+
+    @property
+    def order(self) -> list[bytes]:
+        return [self.payloads[mid] for mid in self.fwd.acked_mids] if self.fwd else []
+
+    def lose_connection(self) -> None:
+        self.fwd.acks.reset()  # the MQTT connection went away: the broker delivers them again
 
 
 def test_failed_writes_are_sent_again_in_arrival_order_before_anything_newer(forwarder, producers):
@@ -116,8 +129,8 @@ def test_failed_writes_are_sent_again_in_arrival_order_before_anything_newer(for
     for _, _, future in sent[3:]:
         future.success(None)
     assert metric("tsdemo_ingest_kafka_errors_total") - errors_before == 2
-    assert sorted(done.order) == [b"1", b"2", b"3", b"4"]
-    assert forwarder.held() == 0
+    wait_for(lambda: forwarder.held() == 0, "every write settled")
+    assert done.order == [b"1", b"2", b"3", b"4"]
     assert forwarder.kafka_ok()
 
 
@@ -140,7 +153,7 @@ def test_a_record_kafka_refuses_as_too_large_goes_to_the_dlq_with_a_prefix(forwa
     topic, value, future = producers[0].wait_sent(2)[1]
     assert (topic, value) == ("dlq", b"z" * 1024)
     future.success(None)
-    assert done.order == [b"z" * 5000]  # acknowledged: it is in Kafka, on the DLQ
+    wait_for(lambda: done.order == [b"z" * 5000], "the dead letter's ack")  # in Kafka, on the DLQ
     assert metric("tsdemo_ingest_rejected_total", reason="refused_by_kafka") - before == 1
 
 
@@ -155,7 +168,7 @@ def test_a_non_retriable_error_replaces_the_producer_once(forwarder, producers):
     assert [value for _, value, _ in sent] == [b"x", b"y"]
     for _, _, future in sent:
         future.success(None)
-    assert done.order == [b"x", b"y"]
+    wait_for(lambda: done.order == [b"x", b"y"], "both acks")
     assert len(producers) == 2
 
 
@@ -164,7 +177,7 @@ def test_a_failed_write_from_a_lost_connection_is_dropped_not_retried(forwarder,
     left = metric("tsdemo_ingest_left_for_redelivery_total")
     done.submit(forwarder, b"old")
     sent = producers[0].wait_sent(1)
-    done.live = False  # the MQTT connection went away: the broker delivers "old" again
+    done.lose_connection()  # the broker delivers "old" again
     sent[0][2].failure(KafkaTimeoutError("delivery timeout"))
     wait_for(lambda: forwarder.held() == 0, "the stale write to be dropped")
     assert metric("tsdemo_ingest_left_for_redelivery_total") - left == 1
@@ -188,7 +201,7 @@ def bridge(request: pytest.FixtureRequest):
     producer = FakeProducer()
     b = Bridge(settings(**getattr(request, "param", {})), producer_factory=lambda: producer)
     b.acks_sent: list[int] = []
-    b.client.ack = lambda mid, qos: b.acks_sent.append(mid)
+    b.client.ack_many = b.acks_sent.extend
     assert b.forwarder.connect(threading.Event())
     b.forwarder.start()
     b.producer = producer
@@ -208,7 +221,7 @@ def test_on_message_returns_while_the_producer_is_blocked(bridge):
     bridge.producer.block.set()
     for _, _, future in bridge.producer.wait_sent(100):
         future.success(None)
-    assert bridge.acks_sent == list(range(1, 101))
+    wait_for(lambda: bridge.acks_sent == list(range(1, 101)), "100 acks in arrival order")
 
 
 @pytest.mark.parametrize("bridge", [{"max_inflight": 5}], indirect=True)
@@ -234,12 +247,14 @@ def test_acks_follow_arrival_order_and_a_reconnect_voids_the_old_ones(bridge):
         bridge._on_message(None, None, mqtt_message(mid, b"m%d" % mid))
     sent = bridge.producer.wait_sent(3)
     sent[1][2].success(None)
+    wait_for(lambda: bridge.forwarder.held() == 2, "the second write settled")
     assert bridge.acks_sent == []
     sent[0][2].success(None)
-    assert bridge.acks_sent == [1, 2]
+    wait_for(lambda: bridge.acks_sent == [1, 2], "the first two acks")
     bridge._on_disconnect(bridge.client, None, None, mqtt.ReasonCode(PacketTypes.DISCONNECT, "Unspecified error"),
                           None)
     sent[2][2].success(None)  # in Kafka, but its connection is gone: the broker will resend it
+    wait_for(lambda: bridge.forwarder.held() == 0, "the third write settled")
     assert bridge.acks_sent == [1, 2]
 
 

@@ -77,3 +77,12 @@ def test_with_the_default_settings_a_payload_at_the_limit_fits_a_kafka_record(to
     rec = Router("t", "dlq", s.max_message_bytes, s.kafka_max_request_bytes).route(Message(topic, payload, 1))
     assert rec.topic == "t"
     assert record_size(rec.key, rec.value, rec.headers) <= s.kafka_max_request_bytes
+
+
+@pytest.mark.parametrize("headroom", range(0, 400, 7))
+def test_the_size_shortcut_never_passes_a_record_over_the_kafka_limit(headroom: int):
+    topic = "sensors/site-with-a-long-name/gw-site-with-a-long-name"
+    limit = 50_000
+    rec = router(max_payload=10 * limit, max_record=limit).route(Message(topic, b"y" * (limit - headroom), 1))
+    if rec.rejected is None:
+        assert record_size(rec.key, rec.value, rec.headers) <= limit
