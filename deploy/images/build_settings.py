@@ -27,7 +27,7 @@ IN_BUILD = Path("/etc/tsdemo-build")
 # pip settings holding the path of a file the build needs a copy of.
 FILE_SETTINGS = {"cert", "client-cert"}
 # pip settings holding a path of this machine that means nothing inside a build.
-LOCAL_SETTINGS = {"find-links", "cache-dir", "log", "src", "target", "prefix", "root", "build-dir"}
+LOCAL_SETTINGS = {"config-file", "find-links", "cache-dir", "log", "src", "target", "prefix", "root", "build-dir"}
 _LINE = re.compile(r"^(?P<section>[^.]*)\.(?P<key>[\w-]+)=(?P<value>.*)$")
 
 

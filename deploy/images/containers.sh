@@ -74,6 +74,7 @@ engine_run() {
   export DOCKER_HOST=unix://$run/docker.sock
   # shellcheck disable=SC2064  # the pid and folder are fixed now
   trap "engine_stop $pid '$run'" EXIT
+  trap 'exit 130' INT; trap 'exit 143' TERM  # so the EXIT trap runs on Ctrl-C and kill too
   local i
   for i in $(seq 1 60); do
     engine_answers && break
@@ -88,6 +89,11 @@ engine_run() {
 engine_stop() {  # pid run-dir: the private dockerd only, by its pid (its containerd exits with it)
   local pid=$1 run=$2 i
   kill -0 "$pid" 2>/dev/null || return 0
+  # Our own engine only: nothing of this run may come back at its next start (compose's restart policies),
+  # and replaced images would pile up in .cache/docker; tagged images and their layers stay cached.
+  local left; left=$(docker ps -aq 2>/dev/null || true)
+  [ -z "$left" ] || docker rm -f $left >/dev/null 2>&1 || true
+  docker image prune -f >/dev/null 2>&1 || true
   log "stopping the private dockerd $pid"
   kill -TERM "$pid"
   for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
