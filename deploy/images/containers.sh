@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
 # `make test-containers`: builds every image of deploy/images on a real Docker engine and runs them with
 # testcontainers (tests/containers, the `containers` marker). Steps, each also a subcommand for a rerun:
-#   engine  use the engine that answers (DOCKER_HOST, else the default socket); where none does and we are
-#           root on Debian/Ubuntu, install docker.io and start a private dockerd whose image store lives in
-#           .cache/docker (so base images and layers survive between runs), stopped by its pid at the end.
-#           A user's own engine is never started, stopped or reconfigured.
-#   bases   the pinned base images (deploy/compose/.env) where they can be pulled; where not, stand-ins made
-#           from this machine's Debian packages and JDK (deploy/images/standins), said so in the log.
-#   build   the five images, tagged tsdemo/<name>:<TSDEMO_TAG>, from a slim context (git archive).
-#   test    pytest -m containers.
-# Usage: deploy/images/containers.sh [all|engine-run CMD...|bases|build|test] (default: all).
+#   engine    use the engine that answers (DOCKER_HOST, else the default socket); where none does and we are
+#             root on Debian/Ubuntu, install docker.io and start a private dockerd whose image store lives in
+#             .cache/docker (so base images and layers survive between runs), stopped by its pid at the end.
+#             A user's own engine is never started, stopped or reconfigured.
+#   bases     the pinned base images (deploy/compose/.env) where they can be pulled; where not, stand-ins made
+#             from this machine's Debian packages and JDK, said so in the log.
+#   build     the five images, tagged tsdemo/<name>:<TSDEMO_TAG>, from a slim context (the files git knows).
+#   standins  the compose file's third-party servers made from Debian packages and Maven artifacts
+#             (deploy/images/standins, for deploy/compose/compose.standins.yaml).
+#   test      pytest -m containers [pytest args].
+# Usage: deploy/images/containers.sh [all|bases|build|standins|test|engine-run CMD...] (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
 CACHE=${TSDEMO_CACHE_DIR:-$REPO/.cache}
 PY=${PY:-$REPO/.venv/bin/python}
 ENV_FILE=deploy/compose/.env
-# The stand-ins' tags; tests/containers and compose.standins.yaml use the same names.
-# What goes into them; a change of recipe is a new tag, so a cached stand-in is never a stale one.
+# The stand-in bases: what goes into them, and tags with a hash of it (a cached one is never a stale one).
 PYTHON_PACKAGES=python3,python3-venv,python-is-python3,ca-certificates
 # Spark and Kafka need java.se plus these JDK modules (Unsafe, JMX, EC crypto, zipfs, DNS, Kerberos/SASL;
 # Spark 4 starts its JVM with --add-modules=jdk.incubator.vector).
@@ -147,6 +148,7 @@ standin_jre() {  # a jlink-made JRE from the machine's JDK 17, at Temurin's path
 
 # Sets PYTHON_IMAGE and JRE_IMAGE to the pins, or to stand-ins where a pin cannot be pulled.
 bases() {
+  [ -z "${BASES_DONE:-}" ] || return 0
   PYTHON_IMAGE=$(pin PYTHON_IMAGE); JRE_IMAGE=$(pin JRE_IMAGE)
   local making=()
   if pullable "$PYTHON_IMAGE"; then
@@ -163,7 +165,7 @@ bases() {
   fi
   # debootstrap mostly waits on the mirror and jlink on the CPU: side by side.
   local pid; for pid in "${making[@]}"; do wait "$pid"; done
-  export PYTHON_IMAGE JRE_IMAGE
+  export PYTHON_IMAGE JRE_IMAGE BASES_DONE=1
 }
 
 # docker_build NAME ARGS...: the legacy builder (BuildKit would fetch the Dockerfile's `# syntax=` frontend
@@ -240,7 +242,17 @@ test_images() {
   return "$status"
 }
 
-all() { build && standins && test_images "$@"; }
+# The stand-ins (apt, another Dockerfile) build beside our images (pip); the images one after another, as the
+# legacy builder runs every stage before a target and parallel builds would repeat the shared ones.
+all() {
+  bases
+  local standins_pid status=0
+  standins & standins_pid=$!
+  build || status=$?
+  wait "$standins_pid" || status=$?
+  [ "$status" = 0 ] || return "$status"
+  test_images "$@"
+}
 
 cmd=${1:-all}; shift || true
 case "$cmd" in
