@@ -99,7 +99,10 @@ engine_stop() {  # pid run-dir: the private dockerd only, by its pid (its contai
   kill -TERM "$pid"
   for i in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
   kill -0 "$pid" 2>/dev/null && { log "dockerd $pid ignored SIGTERM for 60 s: SIGKILL"; kill -KILL "$pid"; }
-  rm -rf "$run"
+  # dockerd leaves its default network namespace bind-mounted in the exec-root.
+  local m; for m in "$run"/exec/netns/*; do [ -e "$m" ] && umount "$m" 2>/dev/null; done
+  rm -rf "$run" 2>/dev/null || log "could not remove $run entirely (a busy mount)"
+  return 0
 }
 
 # -- bases ------------------------------------------------------------------------------------------------
