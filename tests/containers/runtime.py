@@ -75,8 +75,11 @@ def wait_healthy(c: DockerContainer, timeout: float) -> float:
         if health == "healthy":
             return time.monotonic() - started
         assert s["Status"] == "running", f"{c.image} exited {s['ExitCode']}:\n{logs(c)}"
-        assert health != "unhealthy", f"{c.image} unhealthy: {s['Health']['Log'][-1:]}\n{logs(c)}"
-        assert time.monotonic() - started < timeout, f"{c.image} not healthy after {timeout}s ({health}):\n{logs(c)}"
+        # "unhealthy" is not final: on a loaded machine a slow start outlasts the start period, and the next
+        # passing check turns it healthy. The timeout decides.
+        assert time.monotonic() - started < timeout, (
+            f"{c.image} not healthy after {timeout}s ({health}: {(s.get('Health') or {}).get('Log', [])[-1:]}):\n"
+            f"{logs(c)}")
         time.sleep(1)
 
 

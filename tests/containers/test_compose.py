@@ -82,7 +82,8 @@ def test_compose_up_runs_a_bounded_generator_run_that_verify_finds_exact(compose
         summary = services(cmd, env)
         if summary["generator"][0] == "exited" and summary["processing"][1] == "healthy":
             break
-        assert summary["generator"][2] in (0, None) and summary["processing"][1] != "unhealthy", summary
+        # (processing may be "unhealthy" for a while: a slow start outlasts its start period on a loaded machine)
+        assert summary["generator"][2] in (0, None) and summary["processing"][0] == "running", summary
         assert time.monotonic() < deadline, f"after 600 s: {summary}"
         time.sleep(5)
     verify = run([*cmd, "--profile", "verify", "run", "-T", "--rm", "--no-deps", "verify"], env, 400)
