@@ -104,5 +104,8 @@ def test_compose_up_runs_a_bounded_generator_run_that_verify_finds_exact(compose
     assert stop.returncode == 0, stop.stderr[-2000:]
     codes = {name: code for name, (_, _, code) in services(cmd, env).items()}
     say(f"exit codes after compose stop: {codes}")
-    for service in ("ingest", "processing", "mosquitto", "kafka", "influxdb"):
+    for service in ("ingest", "processing", "mosquitto", "influxdb"):
         assert codes[service] == 0, (service, codes)
+    # A JVM ends with 143 (128 + SIGTERM) once its shutdown hooks ran, as the official Kafka image does; a
+    # broker that outlived the grace period would be 137 (SIGKILL).
+    assert codes["kafka"] in (0, 143), codes
