@@ -10,7 +10,8 @@ slot per message to a deque; this thread takes every queued slot at once and han
 producer; Kafka's callback only marks its slot done and appends it to a second deque; this thread
 then settles the finished ones in one go (metrics counted per run, the MQTT acks of the finished
 prefix sent as one batch by ``OrderedAcks.flush``). Threads wake each other only when the other one
-is idle, never once per message. Flow control is a comparison of two counters, each written by one
+is asleep with nothing in flight; while writes are at Kafka it looks for finished ones every
+``SETTLE_S``: never a wake-up per message. Flow control is a comparison of two counters, each written by one
 thread (``_submitted`` by the network thread, ``_released`` by this one).
 
 Retries: the producer retries a failed write itself, idempotently and in partition order, until
@@ -39,6 +40,7 @@ from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLarg
 
 from ingest.acks import AckToken, OrderedAcks
 from ingest.metrics import ACK_LATENCY, FORWARDED, INFLIGHT, KAFKA_ERRORS, LEFT, RECEIVED, REJECTED
+from ingest.partitioning import CachedPartitioner
 from ingest.records import REFUSED_KEEP_BYTES, KafkaRecord, Message, Router
 from ingest.settings import BridgeSettings
 
@@ -49,6 +51,9 @@ MAX_BLOCK_MS = 10_000
 #: writes waiting this long with none acknowledged mean Kafka is not taking them (the producer's own
 #: retries hide an outage from us until delivery_timeout_ms)
 STALLED_S = 10.0
+#: While writes are at Kafka, the sending thread settles finished ones this often (the most an
+#: acknowledgement waits for it).
+SETTLE_S = 0.002
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
@@ -58,6 +63,10 @@ ProducerFactory = Callable[[], KafkaProducer]
 
 def make_producer(settings: BridgeSettings) -> KafkaProducer:
     """The idempotent, acks=all producer; raises ``KafkaError`` when no broker answers."""
+    if settings.kafka_client == "confluent":
+        from ingest.librdkafka import LibrdkafkaProducer  # the optional extra: imported only when chosen
+
+        return LibrdkafkaProducer(settings)  # type: ignore[return-value] - the part of the interface we use
     return KafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap.split(","),
         acks="all",
@@ -67,6 +76,7 @@ def make_producer(settings: BridgeSettings) -> KafkaProducer:
         # request carried ~14 records and Kafka (one request per connection at a time) set the pace.
         batch_size=settings.kafka_batch_bytes,
         compression_type=None if settings.kafka_compression == "none" else settings.kafka_compression,
+        partitioner=CachedPartitioner(),
         client_id=settings.client_id,
         max_request_size=settings.kafka_max_request_bytes,
         delivery_timeout_ms=settings.kafka_delivery_timeout_ms,
@@ -113,7 +123,7 @@ class Forwarder:
         self._seq = 0  # written by the network thread only
         self._submitted = 0  # written by the network thread only
         self._released = 0  # written by the sending thread only
-        self._idle = False  # the sending thread waits for work: wake it
+        self._sleeping = False  # the sending thread waits for new messages, with none at Kafka: wake it
         self._intake_waiting = False  # the network thread waits for room: wake it
         self._failing = False
         self._progress_at = time.monotonic()  # last ack from Kafka, or when the bridge last went idle
@@ -186,7 +196,7 @@ class Forwarder:
         self._seq += 1
         self._queue.append(Pending(self._seq, msg, received, token))
         self._submitted += 1
-        if self._idle:
+        if self._sleeping:
             self._wake()
 
     def _wake(self) -> None:
@@ -241,13 +251,22 @@ class Forwarder:
             if self._finished or self._left:
                 return []  # nothing to send, but something to settle
             with self._cond:
-                self._idle = True
-                # Checked again under the lock: a producer that saw _idle False before we set it has
-                # already queued its work, and one that sees it True waits for this wait to notify.
-                if not (self._queue and not self._retry) and not self._finished and not self._left:
-                    wait = self._retry_at - time.monotonic() if self._retry else None
-                    self._cond.wait(wait if wait is None or wait > 0 else 0)
-                self._idle = False
+                if self._queue and not self._retry:
+                    continue
+                if self._retry:
+                    wait: float | None = max(self._retry_at - time.monotonic(), 0.0)
+                elif self.held() > len(self._queue):
+                    # Writes are at Kafka: look for finished ones every SETTLE_S rather than have each
+                    # of Kafka's callbacks wake this thread (a wake-up per message).
+                    wait = SETTLE_S
+                else:
+                    wait = None
+                self._sleeping = wait is None
+                # Checked again under the lock: a submit that saw _sleeping False before we set it has
+                # already queued its message, and one that sees it True waits for this wait to notify.
+                if not (wait is None and self._queue):
+                    self._cond.wait(wait)
+                self._sleeping = False
         return []
 
     def _run(self) -> None:
@@ -290,9 +309,7 @@ class Forwarder:
         if item.token is not None:
             item.token.done = True
         self._failing = False
-        self._finished.append(item)
-        if self._idle:
-            self._wake()
+        self._finished.append(item)  # the sending thread looks for it within SETTLE_S
 
     def _settle(self) -> None:
         """Counts what Kafka finished since the last call, acks the finished prefix, frees room."""
@@ -352,8 +369,6 @@ class Forwarder:
     def _schedule(self, item: Pending, backoff: bool) -> None:
         if not self._current(item):
             self._left.append(item)
-            if self._idle:
-                self._wake()
             return
         with self._cond:
             now = time.monotonic()

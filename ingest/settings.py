@@ -34,6 +34,9 @@ class BridgeSettings(MqttSettings):
     linger_ms: int = Field(5, ge=0, description="Kafka producer linger: batching against latency")
     kafka_batch_bytes: int = Field(1_048_576, ge=1024, description="Kafka producer batch size per partition "
                                    "(batch_size): how many records one produce request can carry")
+    kafka_client: Literal["kafka-python", "confluent"] = Field(
+        "kafka-python", description="Kafka client library: kafka-python (the default) or confluent (librdkafka; "
+        "the ingest-librdkafka extra, about twice as fast per message)")
     kafka_compression: Literal["none", "gzip", "lz4", "snappy", "zstd"] = Field(
         "none", description="Kafka producer compression (lz4, snappy and zstd need their Python codec installed)")
     kafka_delivery_timeout_ms: int = Field(120_000, ge=1000, description="how long the Kafka producer retries "

@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt import _packet
 from paho.mqtt.client import PUBACK, PUBLISH, MQTTMessage, MQTTMessageInfo, MQTTProtocolVersion
 from paho.mqtt.enums import MessageState
+from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -165,6 +167,37 @@ class FastClient(mqtt.Client):
         self._rbuf, self._rpos = b"", 0
         super()._sock_close()
 
+    def _packet_read(self) -> mqtt.MQTTErrorCode:
+        """A whole packet waiting in the buffer is handled straight from it; anything else (a packet
+        split across reads, one half-read already) goes through paho's reader, byte by byte."""
+        inp = self._in_packet
+        buf, pos = self._rbuf, self._rpos
+        end = len(buf)
+        if inp["command"] or end - pos < 2:
+            return super()._packet_read()
+        i, mult, length = pos + 1, 1, 0
+        while i < end and i - pos <= 4:
+            byte = buf[i]
+            i += 1
+            length += (byte & 127) * mult
+            mult *= 128
+            if not byte & 128:
+                break
+        else:
+            return super()._packet_read()  # the length itself is split across reads
+        if i + length > end:
+            return super()._packet_read()
+        self._rpos = i + length
+        inp["command"], inp["packet"], inp["remaining_length"] = buf[pos], buf[i:i + length], length
+        try:
+            rc = self._packet_handle()
+        except MalformedPacket as exc:
+            self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+            rc = mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL
+        finally:
+            inp["command"], inp["packet"], inp["remaining_length"] = 0, bytearray(), 0
+        return rc
+
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         """Reads every packet available now, not one per wake-up; flushes our output as it goes."""
         if self._sock is None:
@@ -188,6 +221,9 @@ class FastClient(mqtt.Client):
                 if read >= MAX_PACKETS_PER_READ and not self._buffered():
                     return _SUCCESS
         finally:
+            if read:
+                with self._msgtime_mutex:  # once per wake-up, not per packet as paho does
+                    self._last_bytes_received = mqtt.time_func()
             self._flush_published()
 
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
@@ -219,17 +255,36 @@ class FastClient(mqtt.Client):
             return self._send_puback(mid)
         return _SUCCESS
 
+    def _handle_on_message(self, message: MQTTMessage) -> None:
+        # paho decodes the topic and walks its matcher of per-topic callbacks for every message; with
+        # none registered (message_callback_add) the plain on_message is all there is to call.
+        on_message = self._on_message
+        if self._on_message_filtered._root._children or on_message is None:  # noqa: SLF001
+            super()._handle_on_message(message)
+            return
+        with self._in_callback_mutex:
+            try:
+                on_message(self, self._userdata, message)
+            except Exception as err:
+                self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                if not self.suppress_exceptions:
+                    raise
+
     def _handle_pubackcomp(self, cmd: str) -> mqtt.MQTTErrorCode:
-        packet = self._in_packet["packet"]
-        if cmd != "PUBACK" or self.on_published_many is None or (len(packet) > 3 and packet[3] != 0):
+        if cmd != "PUBACK" or self.on_published_many is None:
             return super()._handle_pubackcomp(cmd)  # type: ignore[arg-type]
-        mid = (packet[0] << 8) | packet[1]
+        packet = self._in_packet["packet"]
+        if len(packet) > 3 and packet[3] != 0:  # it carries properties (a reason string): paho decodes it
+            decoded = _packet.decode_puback(self._in_packet["command"], packet, self._protocol)
+            mid, reason = decoded.mid, decoded.reason
+        else:
+            mid, reason = (packet[0] << 8) | packet[1], _reason(packet[2] if len(packet) > 2 else 0)
         with self._out_message_mutex:
             message = self._out_messages.pop(mid, None)
             if message is None:
                 return _SUCCESS
             self._inflight_messages -= 1
-        self._published.append((mid, _reason(packet[2] if len(packet) > 2 else 0)))
+        self._published.append((mid, reason))
         return _SUCCESS
 
     def _flush_published(self) -> None:

@@ -69,8 +69,10 @@ def forget_sessions(env: BenchEnvironment, client_ids: list[str], log: Path) -> 
                                    "-t", topic_for("_bench", "none"), "-E"], log)
 
 
-def _bridge_env(env: BenchEnvironment, s: IngestBenchSettings, topic: str, group: str, client_id: str) -> dict:
+def _bridge_env(env: BenchEnvironment, s: IngestBenchSettings, topic: str, group: str, client_id: str,
+                kafka_client: str = "kafka-python") -> dict:
     return {
+        "TSDEMO_KAFKA_CLIENT": kafka_client,
         "TSDEMO_MQTT_HOST": "127.0.0.1", "TSDEMO_MQTT_PORT": str(env.mosquitto().port),
         "TSDEMO_KAFKA_BOOTSTRAP": env.kafka().endpoint, "TSDEMO_KAFKA_TOPIC": topic,
         "TSDEMO_KAFKA_DLQ_TOPIC": f"{topic}-dlq", "TSDEMO_SHARE_GROUP": group, "TSDEMO_CLIENT_ID": client_id,
@@ -80,9 +82,9 @@ def _bridge_env(env: BenchEnvironment, s: IngestBenchSettings, topic: str, group
 
 
 def _start_bridges(env: BenchEnvironment, s: IngestBenchSettings, topic: str, group: str, ids: list[str],
-                   tag: str) -> list[Child]:
+                   tag: str, kafka_client: str) -> list[Child]:
     return [spawn(f"bridge-{i}", tsdemo("ingest"), env.logs / f"ingest-{tag}-bridge-{i}.log",
-                  _bridge_env(env, s, topic, group, client_id), health_port=free_port())
+                  _bridge_env(env, s, topic, group, client_id, kafka_client), health_port=free_port())
             for i, client_id in enumerate(ids)]
 
 
@@ -145,13 +147,14 @@ def scrape_producer_figures(bridges: list[Child]) -> dict[str, float]:
 
 
 def run_bridges(env: BenchEnvironment, s: IngestBenchSettings, payloads: PayloadSet, count: int,
-                profile: bool = False, trial: int = 0) -> tuple[Run, list[str]]:
+                profile: bool = False, trial: int = 0, kafka_client: str = "kafka-python") -> tuple[Run, list[str]]:
     """Drain a preloaded queue with ``count`` bridges; the run and, when profiled, the profile summaries."""
-    tag = f"{count}b-t{trial}" + ("-profile" if profile else "")
+    short = "kp" if kafka_client == "kafka-python" else "rd"
+    tag = f"{count}b-{short}-t{trial}" + ("-profile" if profile else "")
     topic = env.topic(f"bench-ingest-{tag}")
     env.topic(f"{topic}-dlq", 1)
     group, ids = f"bench-{tag}", [f"bench-bridge-{tag}-{i}" for i in range(count)]
-    bridges = _start_bridges(env, s, topic, group, ids, tag)
+    bridges = _start_bridges(env, s, topic, group, ids, tag, kafka_client)
     try:
         for bridge in bridges:
             bridge.wait_healthy(env.ready_timeout_s)
@@ -165,7 +168,7 @@ def run_bridges(env: BenchEnvironment, s: IngestBenchSettings, payloads: Payload
         with ResourceMonitor() as monitor:
             for name, pid in env.server_pids().items():
                 monitor.watch(name, pid)
-            bridges = _start_bridges(env, s, topic, group, ids, tag)
+            bridges = _start_bridges(env, s, topic, group, ids, tag, kafka_client)
             try:
                 for bridge in bridges:
                     monitor.watch(bridge.name, bridge.pid)
@@ -174,8 +177,8 @@ def run_bridges(env: BenchEnvironment, s: IngestBenchSettings, payloads: Payload
                         raw.parent.mkdir(parents=True, exist_ok=True)
                         recorders.append((profiles.attach(bridge.name, bridge.pid, raw,
                                                           env.logs / f"ingest-{tag}-py-spy.log"), raw))
-                run = _drained(env, s, payloads, f"tsdemo ingest x{count}", topic, bridges, monitor, offsets,
-                               {"bridges": count, "share_group": group})
+                run = _drained(env, s, payloads, f"tsdemo ingest x{count} ({kafka_client})", topic, bridges,
+                               monitor, offsets, {"bridges": count, "share_group": group, "kafka_client": kafka_client})
                 run.details["kafka_producer"] = scrape_producer_figures(bridges)
             finally:
                 for recorder, raw in recorders:
@@ -235,35 +238,41 @@ def run(env: BenchEnvironment, s: IngestBenchSettings) -> BenchResult:
     env.kafka()
     payloads = env.payloads(s.devices, s.sites, s.batch, s.readings)
     result.config["payloads"] = payloads.as_dict()
-    for count in s.bridge_counts:
-        case = f"{count} bridge{'s' if count > 1 else ''}, QoS 1"
-        env.say(f"ingest {case}: against mosquitto_sub | kcat -P, {payloads.messages:,} messages, "
-                f"{s.repeats} interleaved trials")
-        trials = interleave(
-            s.repeats,
-            lambda i, count=count: run_bridges(env, s, payloads, count, trial=i)[0],
-            lambda i, count=count: run_baseline(env, s, payloads, f"baseline-{count}b-t{i}"),
-            env.say,
-        )
-        comparison = Comparison.of_trials("ingest", case, trials, s.target_ratio)
-        cpu = [t[0].details["cpu_s_per_1k_readings"] for t in trials if "cpu_s_per_1k_readings" in t[0].details]
-        if cpu:
-            comparison.subject.details["cpu_s_per_1k_readings_median"] = median(cpu)
-            comparison.notes.append(f"bridge CPU {median(cpu):.3f} s per 1,000 readings (all bridges, median of "
-                                    f"{len(cpu)}); Kafka producer: {comparison.subject.details.get('kafka_producer')}")
-        env.say(f"ingest {case}: ratio {comparison.ratio or 0:.2f} (median of {s.repeats})")
-        result.comparisons.append(comparison)
-    flat = [c.subject.details.get("cpu_s_per_1k_readings_median") for c in result.comparisons]
-    if len(flat) > 1 and all(flat):
-        spread = max(flat) / min(flat) - 1  # type: ignore[type-var,operator]
-        result.extra["cpu_per_1k_readings_spread"] = round(spread, 3)
-        result.comparisons[-1].notes.append(
-            f"CPU per 1,000 readings across {', '.join(map(str, s.bridge_counts))} bridges: "
-            + ", ".join(f"{x:.3f}" for x in flat) + f" s (highest {spread:.0%} above lowest; target within 20%)")
+    for kafka_client in s.kafka_clients:
+        per_count = []
+        for count in s.bridge_counts:
+            case = f"{count} bridge{'s' if count > 1 else ''}, QoS 1, {kafka_client}"
+            env.say(f"ingest {case}: against mosquitto_sub | kcat -P, {payloads.messages:,} messages, "
+                    f"{s.repeats} interleaved trials")
+            trials = interleave(
+                s.repeats,
+                lambda i, count=count, client=kafka_client: run_bridges(env, s, payloads, count, trial=i,
+                                                                        kafka_client=client)[0],
+                lambda i, count=count, client=kafka_client: run_baseline(env, s, payloads,
+                                                                         f"baseline-{count}b-{client}-t{i}"),
+                env.say,
+            )
+            comparison = Comparison.of_trials("ingest", case, trials, s.target_ratio)
+            cpu = [t[0].details["cpu_s_per_1k_readings"] for t in trials if "cpu_s_per_1k_readings" in t[0].details]
+            if cpu:
+                comparison.subject.details["cpu_s_per_1k_readings_median"] = median(cpu)
+                producer = comparison.subject.details.get("kafka_producer")
+                comparison.notes.append(f"bridge CPU {median(cpu):.4f} s per 1,000 readings (all bridges, median of "
+                                        f"{len(cpu)}); Kafka producer: {producer}")
+            env.say(f"ingest {case}: ratio {comparison.ratio or 0:.2f} (median of {s.repeats})")
+            result.comparisons.append(comparison)
+            per_count.append(comparison)
+        flat = [c.subject.details.get("cpu_s_per_1k_readings_median") for c in per_count]
+        if len(flat) > 1 and all(flat):
+            spread = max(flat) / min(flat) - 1  # type: ignore[type-var,operator]
+            result.extra[f"cpu_per_1k_readings_spread_{kafka_client}"] = round(spread, 3)
+            per_count[-1].notes.append(
+                f"{kafka_client}: bridge CPU per 1,000 readings at {', '.join(map(str, s.bridge_counts))} bridges: "
+                + ", ".join(f"{x:.4f}" for x in flat) + f" s (highest {spread:.0%} above lowest; target within 20%)")
     missed = next((c for c in result.comparisons if profiles.wanted(s.profile, c.met)), None)
     if missed is not None:
-        count = int(missed.subject.details["bridges"])
-        env.say(f"ingest: profiling {count} bridge(s) with py-spy")
-        _, summaries = run_bridges(env, s, payloads, count, profile=True)
+        count, client = int(missed.subject.details["bridges"]), str(missed.subject.details["kafka_client"])
+        env.say(f"ingest: profiling {count} bridge(s) ({client}) with py-spy")
+        _, summaries = run_bridges(env, s, payloads, count, profile=True, kafka_client=client)
         missed.profile = ", ".join(summaries) or None
     return result

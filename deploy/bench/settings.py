@@ -64,6 +64,9 @@ class IngestBenchSettings(BenchSettings):
                                      "shared subscription group each)")
     bridge_max_inflight: int = Field(1000, ge=1, description="messages each bridge takes before acking "
                                      "(--max-inflight); mosquitto_sub gets the same receive maximum")
+    kafka_clients: list[Literal["kafka-python", "confluent"]] = Field(
+        ["kafka-python", "confluent"], description="the bridge's Kafka clients to measure, each at every bridge "
+        "count (confluent needs the ingest-librdkafka extra)")
     timeout_s: float = Field(600.0, gt=0, description="give up on a drain after this long")
 
     @model_validator(mode="after")

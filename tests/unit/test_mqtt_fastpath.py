@@ -17,6 +17,13 @@ def client(protocol: int = mqtt.MQTTv5) -> FastClient:
     return FastClient(mqtt.CallbackAPIVersion.VERSION2, client_id="t", protocol=protocol)
 
 
+class Idle:
+    """A socket nothing is read from or written to: the tests read paho's queues instead."""
+
+    def close(self) -> None:
+        return None
+
+
 def decode_stream(data: bytes) -> list[tuple[int, bytes]]:
     """(first byte, body) of each packet in ``data``, reading the remaining length as MQTT defines it."""
     out, pos = [], 0
@@ -40,7 +47,7 @@ def decode_stream(data: bytes) -> list[tuple[int, bytes]]:
 @pytest.mark.parametrize("size", [0, 1, 120, 127, 128, 16_380, 16_384, 2_097_152])
 def test_published_packets_decode_with_paho(protocol: int, qos: int, size: int):
     c = client(protocol)
-    c._sock = object()  # "connected" for queueing; nothing is sent: the test reads the queue
+    c._sock = Idle()  # "connected" for queueing; nothing is sent: the test reads the queue
     c._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
     c._on_socket_register_write = lambda *_a: None  # no network thread and no inline write
     payloads = [(f"sensors/site-{i}/dev-{i}", bytes([i % 256]) * size) for i in range(3)]
@@ -78,6 +85,9 @@ def test_buffered_reads_hand_paho_exactly_the_bytes_asked_for():
                 raise BlockingIOError
             return chunks.pop(0)
 
+        def close(self) -> None:  # paho closes its socket when the client is collected
+            return None
+
     c._sock = Sock()
     got, sizes = [], [1, 3, 2, 500, 1, 7, 9000]
     try:
@@ -87,3 +97,33 @@ def test_buffered_reads_hand_paho_exactly_the_bytes_asked_for():
     except BlockingIOError:
         pass
     assert b"".join(got) == stream
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000, 65_536])
+def test_packets_split_anywhere_across_reads_arrive_whole_and_in_order(chunk: int):
+    sender = client()
+    sender._sock = Idle()
+    sender._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+    sender._on_socket_register_write = lambda *_a: None
+    sent = [(f"sensors/s/d{i}", bytes([i % 256]) * (i * 37 % 700)) for i in range(200)]
+    sender.publish_many(sent, 1)
+    stream = b"".join(bytes(p["packet"]) for p in sender._out_packet)
+    chunks = [stream[i:i + chunk] for i in range(0, len(stream), chunk)]
+
+    class Sock:
+        def recv(self, n: int) -> bytes:
+            if not chunks:
+                raise BlockingIOError
+            return chunks.pop(0)
+
+        def close(self) -> None:  # paho closes its socket when the client is collected
+            return None
+
+    receiver = client()
+    receiver._sock = Sock()
+    receiver._manual_ack = True
+    got: list[tuple[str, bytes, int]] = []
+    receiver.on_message = lambda _c, _u, m: got.append((m.topic, m.payload, m.qos))
+    while chunks:
+        assert receiver.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got == [(t, p, 1) for t, p in sent]
