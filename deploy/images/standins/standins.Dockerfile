@@ -11,7 +11,9 @@ ARG JRE_IMAGE=tsdemo-standin/jre:17-bookworm
 
 FROM ${JRE_IMAGE} AS jre
 
+# Unpinned on purpose (DL3008): a stand-in takes what this machine's Debian release has, security updates included.
 FROM ${BASE_IMAGE} AS mosquitto
+# hadolint ignore=DL3008
 RUN apt-get update -q \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mosquitto mosquitto-clients \
     && rm -rf /var/lib/apt/lists/* \
@@ -23,11 +25,14 @@ CMD ["/usr/sbin/mosquitto", "-c", "/mosquitto/config/mosquitto.conf"]
 
 FROM ${BASE_IMAGE} AS influxdb
 # influxdb-client: the `influx` shell the compose healthcheck runs.
+# hadolint ignore=DL3008
 RUN apt-get update -q \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends influxdb influxdb-client \
     && rm -rf /var/lib/apt/lists/* \
     && mkdir -p /var/lib/influxdb && chown influxdb:influxdb /var/lib/influxdb
 # Debian's config keeps data in /var/lib/influxdb; INFLUXDB_* variables override it, as in the official image.
+# The package's system user has no fixed uid (DL3066), as the official image's user has none either.
+# hadolint ignore=DL3066
 USER influxdb
 EXPOSE 8086
 CMD ["influxd", "-config", "/etc/influxdb/influxdb.conf"]
@@ -41,6 +46,6 @@ RUN useradd --uid 1000 --user-group --home-dir /opt/kafka --no-create-home --she
 COPY libs/ /opt/kafka/libs/
 COPY bin/ /opt/kafka/bin/
 COPY --chown=appuser:appuser config/ /opt/kafka/config/
-USER appuser
+USER 1000:1000
 EXPOSE 9092 9093
 CMD ["/opt/kafka/bin/run.sh"]
