@@ -20,7 +20,7 @@ import pytest
 
 from deploy.local.servers import free_port
 from deploy.validate import tools
-from deploy.validate.compose import COMPOSE_DIR
+from deploy.validate.compose import COMPOSE_DIR, load
 from tests.containers.runtime import PINS
 
 pytestmark = [pytest.mark.containers, pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -86,7 +86,11 @@ def test_compose_up_runs_a_bounded_generator_run_that_verify_finds_exact(compose
         assert summary["generator"][2] in (0, None) and summary["processing"][0] == "running", summary
         assert time.monotonic() < deadline, f"after 600 s: {summary}"
         time.sleep(5)
-    verify = run([*cmd, "--profile", "verify", "run", "-T", "--rm", "--no-deps", "verify"], env, 400)
+    # The compose file's own verify command with a longer wait: it returns as soon as everything is stored,
+    # and a Spark job starved on a loaded machine needs minutes more than compose's 180 s.
+    command = load()["services"]["verify"]["command"]
+    command[command.index("--wait-s") + 1] = "600"
+    verify = run([*cmd, "--profile", "verify", "run", "-T", "--rm", "--no-deps", "verify", *command], env, 700)
     summary = services(cmd, env)
     say(f"services: {summary}")
     report = json.loads(verify.stdout[verify.stdout.index("{"):])
