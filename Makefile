@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := mosquitto mosquitto-clients influxdb kcat
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup setup-steps system-packages python-env artifacts deploy-tools demo test test-faults test-bench test-unit lint clean
+.PHONY: setup setup-steps system-packages python-env artifacts deploy-tools demo test test-faults test-bench test-containers test-unit lint clean
 
 # The four steps are independent (artifacts waits for python-env), so they run side by side: the Go
 # builds use the CPU while pip and Maven wait on the network.
@@ -55,6 +55,11 @@ test-faults: setup
 # The benchmark harness end to end on small sizes (its wiring, not its speed; about 6 min).
 test-bench: setup
 	$(BIN)/python -m pytest -m bench
+
+# Every image built and run on a real Docker engine (testcontainers), and compose brought up: the engine that
+# answers, else (root on Debian/Ubuntu) a private dockerd for the run. See deploy/images/containers.sh.
+test-containers: setup
+	bash deploy/images/containers.sh
 
 test-unit: python-env
 	$(BIN)/python -m pytest -m "not integration and not e2e"
