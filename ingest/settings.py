@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from servicekit.contract import KAFKA_DLQ_TOPIC, KAFKA_TOPIC, TOPIC_FILTER
+from servicekit.kafka import KafkaConnectionSettings
 from servicekit.mqtt import MqttSettings
-from servicekit.settings import secrets_from_files
 
 
-class BridgeSettings(MqttSettings):
+class BridgeSettings(MqttSettings, KafkaConnectionSettings):
     client_id: str = Field("tsdemo-bridge-0", description="MQTT client id; stable per bridge instance (the broker "
                            "keeps this instance's session, and its share of the messages, under it)")
     share_group: str = Field("tsdemo", description="shared subscription group ($share/<group>/...)")
     topic_filter: str = Field(TOPIC_FILTER, description="MQTT topic filter to bridge")
     session_expiry_s: int = Field(3600, ge=0, description="MQTT session expiry: how long the broker keeps "
                                   "our session and queue while the bridge is away")
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
     kafka_topic: str = Field(KAFKA_TOPIC, description="Kafka topic for readings")
     kafka_dlq_topic: str = Field(KAFKA_DLQ_TOPIC, description="Kafka topic for rejected messages")
-    kafka_security_protocol: str = Field("PLAINTEXT", description="Kafka security protocol (PLAINTEXT, SSL, "
-                                         "SASL_PLAINTEXT, SASL_SSL)")
-    kafka_sasl_mechanism: str | None = Field(None, description="Kafka SASL mechanism (PLAIN, SCRAM-SHA-512)")
-    kafka_sasl_username: str | None = Field(None, description="Kafka SASL username")
-    kafka_sasl_password: str | None = Field(None, description="Kafka SASL password")
-    kafka_sasl_password_file: Path | None = Field(None, description="file holding the Kafka SASL password")
-    kafka_ssl_ca_file: Path | None = Field(None, description="CA bundle (PEM) that signed Kafka's certificates "
-                                           "(SSL, SASL_SSL; e.g. Strimzi's cluster CA)")
     kafka_max_request_bytes: int = Field(1_048_576, ge=1024, description="largest Kafka record the bridge "
                                          "writes (producer max_request_size); keep it at or below the "
                                          "topics' max.message.bytes")
@@ -60,20 +50,3 @@ class BridgeSettings(MqttSettings):
         if value < info.data.get("linger_ms", 0) + 1000:
             raise ValueError("must be at least linger_ms + 1000")
         return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _kafka_secret_from_file(cls, data: Any) -> Any:
-        return secrets_from_files(data, (("kafka_sasl_password", "kafka_sasl_password_file", "Kafka SASL password"),))
-
-    def kafka_security(self) -> dict:
-        extra: dict = {"security_protocol": self.kafka_security_protocol}
-        if self.kafka_ssl_ca_file:
-            extra["ssl_cafile"] = str(self.kafka_ssl_ca_file)
-        if self.kafka_sasl_mechanism:
-            extra.update(
-                sasl_mechanism=self.kafka_sasl_mechanism,
-                sasl_plain_username=self.kafka_sasl_username,
-                sasl_plain_password=self.kafka_sasl_password,
-            )
-        return extra

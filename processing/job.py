@@ -74,7 +74,7 @@ def build_session(settings: ProcessingSettings) -> Any:
 def kafka_source(spark: Any, settings: ProcessingSettings) -> Any:
     reader = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .options(**settings.spark_kafka_options())
         .option("subscribe", settings.kafka_topic)
         .option("startingOffsets", settings.starting_offsets)
     )
@@ -265,7 +265,7 @@ def dlq_writer(settings: ProcessingSettings) -> Any:
             invalid[["payload", "reason", "partition", "offset", "idx"]].fillna({"idx": 0}).astype(
                 {"partition": "int32", "offset": "int64", "idx": "int32"}),
             "payload binary, reason string, partition int, offset long, idx int")
-        (T.dlq_records(frame).write.format("kafka").option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        (T.dlq_records(frame).write.format("kafka").options(**settings.spark_kafka_options())
          .option("topic", settings.kafka_dlq_topic).save())
 
     return write

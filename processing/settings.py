@@ -7,13 +7,13 @@ from pathlib import Path
 from pydantic import Field, field_validator, model_validator
 
 from servicekit.contract import KAFKA_DLQ_TOPIC, KAFKA_TOPIC
+from servicekit.kafka import KafkaConnectionSettings
 from storage.settings import InfluxSettings
 
 _DURATION_UNITS = ("millisecond", "second", "minute", "hour")
 
 
-class ProcessingSettings(InfluxSettings):
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated")
+class ProcessingSettings(InfluxSettings, KafkaConnectionSettings):
     kafka_topic: str = Field(KAFKA_TOPIC, description="Kafka topic to read readings from")
     kafka_dlq_topic: str = Field(KAFKA_DLQ_TOPIC, description="Kafka topic for invalid readings")
     starting_offsets: str = Field("earliest", description="where a new query starts: earliest or latest")
