@@ -79,6 +79,15 @@ class BucketState:
         return cls(**pickle.loads(blob))  # noqa: S301  (our own checkpoint, written by this module)
 
 
+def _open_only(frame: pd.DataFrame | None, window_ms: int, watermark_ms: int) -> pd.DataFrame | None:
+    """``frame`` without the rows of windows the watermark has closed (keyed by their ``start``)."""
+    if frame is None or not len(frame):
+        return frame
+    starts = frame.index.get_level_values("start").to_numpy()
+    open_ = starts + window_ms > watermark_ms
+    return frame if open_.all() else frame[open_]
+
+
 def step(rows: pd.DataFrame, state: BucketState, watermark_ms: int, window_ms: int,
          cfg: DetectorConfig) -> pd.DataFrame:
     """One micro-batch of one bucket: updates ``state`` in place, returns the output rows (OUTPUT_COLUMNS)."""
@@ -219,10 +228,7 @@ def _windows(state: BucketState, s: _Series | None, watermark_ms: int, window_ms
             "site": s.site[last], "type": s.type[last],
         }, index=pd.MultiIndex.from_arrays([s.device[g], s.metric[g], start[g]], names=_WKEY))
         state.windows, touched = _merge(state.windows, batch, _combine)
-    if state.windows is not None and len(state.windows):
-        starts = state.windows.index.get_level_values("start").to_numpy()
-        if (starts + window_ms <= watermark_ms).any():
-            state.windows = state.windows[starts + window_ms > watermark_ms]
+    state.windows = _open_only(state.windows, window_ms, watermark_ms)
     if touched is None:
         return pd.DataFrame()
     n = touched["n"].to_numpy()
@@ -310,10 +316,7 @@ def _status(state: BucketState, readings: pd.DataFrame, watermark_ms: int, windo
             {c: pick[c].to_numpy() for c in ("ts", "seq", "lat", "lon", "battery", "site", "type")},
             index=pd.MultiIndex.from_arrays([pick["device_id"].to_numpy(), start[newest]], names=_SKEY))
         state.status, touched = _merge(state.status, batch, _newest)
-    if state.status is not None and len(state.status):
-        starts = state.status.index.get_level_values("start").to_numpy()
-        if (starts + window_ms <= watermark_ms).any():
-            state.status = state.status[starts + window_ms > watermark_ms]
+    state.status = _open_only(state.status, window_ms, watermark_ms)
     if touched is None:
         return pd.DataFrame()
     idx = touched.index
