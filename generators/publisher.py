@@ -221,10 +221,6 @@ class WindowedPublisher:
             done += room
         return done
 
-    def publish(self, message: Message, stop: threading.Event) -> bool:
-        """One message; False when stopped before it could go."""
-        return self.publish_batch([message], stop) == 1
-
     def _wait_connected(self, stop: threading.Event) -> bool:
         while not self.connected.wait(0.2):
             if stop.is_set():

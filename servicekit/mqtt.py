@@ -396,7 +396,7 @@ class FastClient(mqtt.Client):
                     message.payload = payload
                     message.qos = 1
                     message.retain = False
-                    message.info = _NO_INFO if self._batch_acks else MQTTMessageInfo(mid)
+                    message.info = _NO_INFO if self.on_published_many is not None else MQTTMessageInfo(mid)
                     message.properties = None
                     self._out_messages[mid] = message
                     if connected:
@@ -415,10 +415,6 @@ class FastClient(mqtt.Client):
         if connected:
             self._wake()
         return mids
-
-    @property
-    def _batch_acks(self) -> bool:
-        return self.on_published_many is not None
 
     def ack_many(self, mids: Iterable[int]) -> None:
         """PUBACKs for received QoS 1 messages (manual ack), in the order given, with one wake-up."""
