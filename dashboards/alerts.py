@@ -20,8 +20,7 @@ from grafana_foundation_sdk.models.alerting import RelativeTimeRange, RuleGroup
 
 from dashboards import datasource
 from dashboards.conventions import FOLDER_TITLE, FOLDER_UID, PIPELINE_UID, target
-from servicekit.contract import DEVICE_WINDOW, SITE_WINDOW
-from storage.schema import ANOMALY
+from servicekit.contract.influx import ANOMALY, DEVICE_WINDOW, SITE_WINDOW
 
 GROUP = "tsdemo"
 INTERVAL_S = 60

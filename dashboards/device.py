@@ -15,9 +15,8 @@ from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
 from dashboards import datasource
 from dashboards.conventions import DEVICE_UID, new_dashboard, tag_variable, target
 from dashboards.influxql import InfluxAnnotation
-from dashboards.measures import DEVICE_STATUS, regex_filter
-from servicekit.contract import DEVICE_WINDOW
-from storage.schema import ANOMALY
+from dashboards.measures import regex_filter
+from servicekit.contract.influx import ANOMALY, DEVICE_STATUS, DEVICE_WINDOW
 
 DEVICE = regex_filter("device_id", "device")
 METRIC = regex_filter("metric", "metric")

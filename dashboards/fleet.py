@@ -18,8 +18,8 @@ from grafana_foundation_sdk.models.dashboard import DataTransformerConfig, Field
 
 from dashboards import datasource
 from dashboards.conventions import FLEET_UID, hide_time_column, new_dashboard, tag_variable, target
-from dashboards.measures import DEVICE_STATUS, latest_anomalies, readings_per_bucket, regex_filter
-from servicekit.contract import DEVICE_WINDOW, SITE_WINDOW
+from dashboards.measures import latest_anomalies, readings_per_bucket, regex_filter
+from servicekit.contract.influx import DEVICE_STATUS, DEVICE_WINDOW, SITE_WINDOW
 
 SITE = regex_filter("site", "site")
 METRIC = regex_filter("metric", "metric")

@@ -15,7 +15,7 @@ from pathlib import Path
 from dashboards import datasource
 from dashboards.conventions import FLEET_UID
 from dashboards.settings import COMMITTED
-from servicekit.contract import INFLUX_DATABASE
+from servicekit.contract.influx import INFLUX_DATABASE
 
 DEFAULT_PORT = 3000
 # Where distributions put Grafana's home (conf/, public/) when the binary is not inside it.

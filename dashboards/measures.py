@@ -8,20 +8,8 @@ alternation) and "All" (``.*``).
 
 from __future__ import annotations
 
-from servicekit.contract import DEVICE_WINDOW, PIPELINE, SITE_WINDOW
+from servicekit.contract.influx import ANOMALY, DEVICE_WINDOW, PIPELINE, SITE_WINDOW, STAGE, STAGE_FIELD, STAGE_TAG
 from storage.queries import quote_ident, quote_string
-from storage.schema import ANOMALY
-
-# Processing's per-device status (lat, lon, battery, last_seen_ms), one point per device and window.
-DEVICE_STATUS = "device_status"
-# Proposed: cumulative readings through each stage, as that stage's counter reports it.
-STAGE = "stage"
-STAGE_PUBLISHED = "published"  # tsdemo_generator_readings_acked_total: readings the broker acknowledged
-STAGE_BRIDGED = "bridged"  # tsdemo_ingest_forwarded_total: MQTT messages Kafka acknowledged
-STAGE_REJECTED = "rejected"  # tsdemo_ingest_rejected_total: messages the bridge sent to the DLQ
-
-WINDOWS_QUERY = "windows"  # the Spark query that writes the windows (pipeline's "query" tag)
-DLQ_QUERY = "dlq"  # the Spark query that writes invalid readings to the DLQ topic
 
 
 def regex_filter(tag: str, variable: str) -> str:
@@ -56,8 +44,9 @@ def stage_per_bucket(stage: str) -> str:
     back to zero) instead of counting a huge negative step.
     """
     return (
-        f'SELECT non_negative_difference(last("total")) AS {quote_ident(stage)} FROM {quote_ident(STAGE)} '
-        f'WHERE $timeFilter AND "stage" = {quote_string(stage)} GROUP BY time($__interval) fill(none)'
+        f"SELECT non_negative_difference(last({quote_ident(STAGE_FIELD)})) AS {quote_ident(stage)} "
+        f"FROM {quote_ident(STAGE)} "
+        f'WHERE $timeFilter AND {quote_ident(STAGE_TAG)} = {quote_string(stage)} GROUP BY time($__interval) fill(none)'
     )
 
 

@@ -1,8 +1,9 @@
 """Pipeline health: readings/s at each stage, published against stored (any gap in red), freshness,
 Kafka lag, Spark batch durations, late and invalid readings, and what went to the DLQ.
 
-Stage counters come from the proposed ``stage`` measurement (see ``measures.STAGE``); Spark's numbers
-from processing's ``pipeline`` measurement, one point per micro-batch and streaming query.
+Stage counters come from the ``stage`` measurement, which the stage collector (``tsdemo storage stages``)
+writes from the services' own Prometheus counters in every deployment; Spark's numbers from processing's
+``pipeline`` measurement, one point per micro-batch and streaming query.
 """
 
 from __future__ import annotations
@@ -15,27 +16,19 @@ from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
 
 from dashboards import datasource
 from dashboards.conventions import PIPELINE_UID, new_dashboard, target
-from dashboards.measures import (
-    DLQ_QUERY,
-    STAGE,
-    STAGE_PUBLISHED,
-    STAGE_REJECTED,
-    WINDOWS_QUERY,
-    newest_window,
-    pipeline_field,
-    readings_per_bucket,
-    stage_per_bucket,
-)
+from dashboards.measures import newest_window, pipeline_field, readings_per_bucket, stage_per_bucket
+from servicekit.contract.influx import PIPELINE_QUERY_DLQ as DLQ_QUERY
+from servicekit.contract.influx import PIPELINE_QUERY_WINDOWS as WINDOWS_QUERY
+from servicekit.contract.influx import STAGE, STAGE_FIELD, STAGE_PUBLISHED, STAGE_REJECTED, STAGE_TAG
 
 # Readings published in the last minute may still be on their way (window, watermark, trigger), so
 # the comparison looks one minute back, where every published reading should be stored.
 SETTLE_SHIFT = "1m"
 
 STAGE_RATES = (
-    f'SELECT non_negative_derivative(last("total"), 1s) AS "per_second" FROM "{STAGE}" '
-    'WHERE $timeFilter GROUP BY time($__interval), "stage" fill(none)'
+    f'SELECT non_negative_derivative(last("{STAGE_FIELD}"), 1s) AS "per_second" FROM "{STAGE}" '
+    f'WHERE $timeFilter GROUP BY time($__interval), "{STAGE_TAG}" fill(none)'
 )
-STORED_RATE = readings_per_bucket(per_second=True)
 SPARK_INPUT_RATE = pipeline_field("mean", "input_rate", WINDOWS_QUERY, "spark input (Kafka records/s)")
 PUBLISHED = stage_per_bucket(STAGE_PUBLISHED)
 STORED = readings_per_bucket()
@@ -61,12 +54,12 @@ def _stage_rates_panel() -> timeseries.Panel:
         .title("Readings/s at each stage")
         .description(
             "published: readings the broker acknowledged; bridged: MQTT messages Kafka acknowledged (a gateway "
-            "batch is one message); spark input: Kafka records read; stored: readings in InfluxDB, by event time."
+            "batch is one message); rejected: messages the bridge sent to the DLQ; stored: readings processing "
+            "added to InfluxDB; spark input: Kafka records read. Each stage's rate is its own counter's."
         )
         .datasource(datasource.ref())
         .with_target(target(STAGE_RATES, "A").alias("$tag_stage"))
-        .with_target(target(STORED_RATE, "B"))
-        .with_target(target(SPARK_INPUT_RATE, "C"))
+        .with_target(target(SPARK_INPUT_RATE, "B"))
         .line_width(1)
         .unit("short")
         .min(0)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from servicekit.contract import INFLUX_DATABASE
+from servicekit.contract.influx import INFLUX_DATABASE
 from servicekit.settings import ServiceSettings, secrets_from_files
 
 # The generated provisioning tree, committed; compose and Kubernetes mount exactly this folder.

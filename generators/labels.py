@@ -3,18 +3,16 @@
 One line per anomalous reading and metric (a dropout labels every metric of the reading it
 suppressed), written when the broker acknowledged the reading (a dropout: when it was suppressed),
 so the file holds exactly the anomalies the pipeline was given. The payload itself never says a
-reading is anomalous. Format: generators/README.md, "Anomaly labels".
+reading is anomalous. The format is the contract's (``servicekit.contract.labels``).
 """
 
 from __future__ import annotations
 
-import json
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-LABEL_FIELDS = ("device_id", "site", "type", "metric", "boot", "seq", "ts", "kind", "value", "normal", "episode")
+from servicekit.contract.labels import label_lines
 
 
 class LabelWriter:
@@ -35,7 +33,7 @@ class LabelWriter:
         with self._lock:
             self.written += len(labels)
             if self._file is not None:
-                self._file.write("".join(json.dumps(label, separators=(",", ":")) + "\n" for label in labels))
+                self._file.write(label_lines(labels))
 
     def flush(self) -> None:
         with self._lock:
@@ -48,10 +46,3 @@ class LabelWriter:
                 self._file.close()
                 self._file = None
 
-
-def read_labels(path: Path) -> Iterator[dict[str, Any]]:
-    """The labels in a file, one dict per line."""
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)

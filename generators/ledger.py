@@ -11,7 +11,7 @@ instead of the expected counts (the pipeline's watermark may drop them); malform
 duplicate copies are only counted in the header. Per-minute buckets older than ``detail_ms``
 behind the newest event time are merged into one bucket per series, keyed by the start of the last
 minute it covers, so the file stays small on long runs while any cutoff from ``merged_before_ms`` on
-still counts exactly. The format is documented in generators/README.md.
+still counts exactly. The file's shape, and its reader, are the contract's (``servicekit.contract.ledger``).
 """
 
 from __future__ import annotations
@@ -20,40 +20,16 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BUCKET_MS = 60_000
-LEDGER_VERSION = 1
+from servicekit.contract.ledger import BUCKET_MS, LEDGER_VERSION
+
 #: Per-minute detail kept for this long; ``tsdemo verify``'s settle time must stay well below it.
 DETAIL_MS = 5 * 60_000
 #: Merging re-renders every device, so it waits until the horizon has moved this far: a series
 #: holds at most (DETAIL_MS + COMPACT_STEP_MS) / BUCKET_MS + 1 buckets.
 COMPACT_STEP_MS = 5 * 60_000
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """Counts for one device and metric, by event-time bucket start (ms)."""
-
-    device_id: str
-    site: str
-    type: str
-    metric: str
-    buckets: dict[int, int]
-
-    def count(self, until_ms: int | None = None) -> int:
-        return sum(n for b, n in self.buckets.items() if until_ms is None or b + BUCKET_MS <= until_ms)
-
-
-@dataclass(frozen=True)
-class LedgerFile:
-    """A ledger as read back: the header, the expected counts and the late section."""
-
-    header: dict[str, Any]
-    entries: list[LedgerEntry]
-    late: list[LedgerEntry]
 
 
 Buckets = dict[int, int]
@@ -279,32 +255,3 @@ class Ledger:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(self.text())
         os.replace(tmp, self.path)
-
-
-def _entries(devices: dict[str, Any], sections: dict[str, Any]) -> list[LedgerEntry]:
-    return [
-        LedgerEntry(dev_id, devices[dev_id]["site"], devices[dev_id]["type"], metric,
-                    {int(b): int(n) for b, n in buckets.items()})
-        for dev_id, metrics in sections.items()
-        for metric, buckets in metrics.items()
-    ]
-
-
-def load_ledger(path: Path) -> LedgerFile:
-    """The ledger file's header, expected counts and late section; a clear error for a missing or foreign file."""
-    if not path.exists():
-        raise FileNotFoundError(f"no ledger at {path}: run a generator with --ledger-path {path} first")
-    data = json.loads(path.read_text())
-    if data.get("version") != LEDGER_VERSION:
-        raise ValueError(f"{path}: not a tsdemo ledger (version {data.get('version')!r})")
-    devices = data["devices"]
-    entries = _entries(devices, {d: dev["metrics"] for d, dev in devices.items()})
-    late = _entries(devices, data.get("late", {}))
-    header = {k: v for k, v in data.items() if k not in ("devices", "late")}
-    return LedgerFile(header, entries, late)
-
-
-def read_ledger(path: Path) -> tuple[dict[str, Any], list[LedgerEntry]]:
-    """The ledger file's header and its expected entries (the late section is in ``load_ledger``)."""
-    ledger = load_ledger(path)
-    return ledger.header, ledger.entries

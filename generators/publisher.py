@@ -33,15 +33,18 @@ from paho.mqtt.properties import Properties
 from prometheus_client import Counter, Gauge
 
 from generators.outgoing import Message
+from servicekit.contract import metrics as m
 from servicekit.mqtt import FastClient, MqttSettings, PublishedBatch, make_client
 
 log = logging.getLogger("generator.publisher")
 
-SENT = Counter("tsdemo_generator_messages_sent_total", "MQTT messages handed to the client")
-ACKED_MESSAGES = Counter("tsdemo_generator_messages_acked_total", "MQTT messages acknowledged by the broker")
-REFUSED = Counter("tsdemo_generator_messages_refused_total", "MQTT messages the broker refused")
-INFLIGHT = Gauge("tsdemo_generator_messages_inflight", "MQTT messages not yet acknowledged")
-RESENT = Counter("tsdemo_generator_messages_resent_total", "acknowledged messages sent again after a reconnect")
+SENT = Counter(m.GENERATOR_MESSAGES_SENT, "MQTT messages handed to the client")
+ACKED_MESSAGES = Counter(m.GENERATOR_MESSAGES_ACKED, "MQTT messages acknowledged by the broker")
+REFUSED = Counter(m.GENERATOR_MESSAGES_REFUSED, "MQTT messages the broker refused")
+INFLIGHT = Gauge(m.GENERATOR_MESSAGES_INFLIGHT, "MQTT messages not yet acknowledged")
+RESENT = Counter(m.GENERATOR_MESSAGES_RESENT, "acknowledged messages sent again after a reconnect")
+# Counted by the run loop (the accountant decides what is a new reading): the pipeline's published stage.
+READINGS_ACKED = Counter(m.GENERATOR_READINGS_ACKED, "readings acknowledged by the broker, each counted once")
 #: A cap on the resend buffer whatever the rate: at most this many recent messages are kept.
 RESEND_MAX_MESSAGES = 20_000
 #: MQTT 5 session expiry: the broker keeps our session (and the flows of in-flight messages) this long.

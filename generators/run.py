@@ -21,7 +21,7 @@ from generators.labels import LabelWriter
 from generators.ledger import Ledger
 from generators.outgoing import Batcher, Item, Message
 from generators.pacing import RateMeter, RatePacer, RateReport
-from generators.publisher import WindowedPublisher
+from generators.publisher import READINGS_ACKED, WindowedPublisher
 from generators.replay import FileTimingPacer, ReplaySource
 from generators.settings import GeneratorSettings
 from generators.stream import ReadingStream, Source
@@ -94,6 +94,7 @@ def run(settings: GeneratorSettings, stop: threading.Event | None = None) -> Run
     def on_acked(messages: list[Message]) -> None:
         # Called on the network thread, and on ours for a PUBACK that overtook publish_batch.
         readings = accountant.acked(messages)
+        READINGS_ACKED.inc(readings)
         with acked_lock:
             acked["readings"] += readings
             acked["messages"] += len(messages)

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from generators.ledger import BUCKET_MS, LedgerEntry
+from servicekit.contract.ledger import BUCKET_MS, LedgerEntry
 
 #: processing's own bound (processing/transforms.py EARLIEST_TS_MS): 2000-01-01
 EARLIEST_TS_MS = 946_684_800_000

@@ -47,6 +47,7 @@ from ingest.forwarder import Forwarder, ProducerFactory, make_producer
 from ingest.metrics import LEFT, RECEIVED, export_producer_figures
 from ingest.records import Message, Router
 from ingest.settings import BridgeSettings
+from servicekit.contract.metrics import INGEST_FORWARDED
 from servicekit.mqtt import make_client
 from servicekit.service import log_event, serve_health
 
@@ -240,7 +241,7 @@ class Bridge:
 
 
 def _forwarded() -> int:
-    return int(REGISTRY.get_sample_value("tsdemo_ingest_forwarded_total") or 0)
+    return int(REGISTRY.get_sample_value(INGEST_FORWARDED) or 0)
 
 
 def run_bridge(settings: BridgeSettings, stop: threading.Event) -> int:

@@ -36,7 +36,8 @@ def _score(settings: object) -> int:
     import json
     import sys
 
-    from processing.scoring import read_labels, score, stored_detections
+    from processing.scoring import score, stored_detections
+    from servicekit.contract.labels import read_labels
     from storage.queries import InfluxQuery
 
     try:

@@ -29,8 +29,9 @@ from typing import Any
 from pydantic import Field, create_model
 
 from processing.anomaly import DetectorConfig, SeriesState, observe
-from processing.scoring import UNSEEABLE, Score, score
+from processing.scoring import Score, score
 from processing.settings import ProcessingSettings, duration_ms
+from servicekit.contract.labels import UNSEEABLE_KINDS
 from servicekit.settings import ServiceSettings, add_service_command
 
 #: Why a detection on an unlabelled reading fired, in the order they are tried (the first that fits). The
@@ -306,7 +307,7 @@ def print_examples(ev: Evaluation, n: int, out: Any = sys.stdout) -> None:
     found = {d.fed.key for d in ev.detections}
     episodes: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for x in ev.labels:
-        if x["kind"] not in UNSEEABLE:
+        if x["kind"] not in UNSEEABLE_KINDS:
             episodes[(x["device_id"], x["metric"], int(x["episode"]))].append(x)
     missed = [e for e in episodes.values()
               if not any((x["device_id"], x["metric"], int(x["boot"]), int(x["seq"])) in found for x in e)]

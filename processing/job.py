@@ -14,13 +14,14 @@ from typing import Any
 from prometheus_client import Gauge
 
 from processing.settings import ProcessingSettings
-from servicekit.contract import PIPELINE
+from servicekit.contract import metrics
+from servicekit.contract.influx import PIPELINE, PIPELINE_QUERY_DLQ, PIPELINE_QUERY_WINDOWS
 
 log = logging.getLogger("processing")
 
-BATCH_DURATION = Gauge("tsdemo_processing_batch_duration_ms", "last micro-batch duration", ["query"])
-INPUT_RATE = Gauge("tsdemo_processing_input_rows_per_second", "input rate of the last batch", ["query"])
-LATE_ROWS = Gauge("tsdemo_processing_late_rows_total", "readings dropped as later than the watermark")
+BATCH_DURATION = Gauge(metrics.PROCESSING_BATCH_DURATION_MS, "last micro-batch duration", ["query"])
+INPUT_RATE = Gauge(metrics.PROCESSING_INPUT_ROWS_PER_SECOND, "input rate of the last batch", ["query"])
+LATE_ROWS = Gauge(metrics.PROCESSING_LATE_ROWS, "readings dropped as later than the watermark")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -181,9 +182,9 @@ def record_progress(progress: list[Any], write: Any, counts: dict[int, Any] | No
 
 
 #: the query's name: the ``query`` tag of its ``pipeline`` points (dashboards select on it)
-QUERY = "windows"
+QUERY = PIPELINE_QUERY_WINDOWS
 #: the ``pipeline`` points with the DLQ's count carry this ``query`` tag, as the DLQ query's did
-DLQ_POINT = "dlq"
+DLQ_POINT = PIPELINE_QUERY_DLQ
 #: checkpoint directories of the job before it became one query: their state cannot be carried over
 OLD_CHECKPOINTS = ("windows", "anomalies", "anomalies-v2", "dlq")
 

@@ -1,22 +1,22 @@
 """Scores the stored anomalies against the generator's ground-truth labels: precision and recall.
 
 Labels are JSON lines beside the stream (one per anomalous reading and metric: device_id, metric, boot,
-seq, kind, episode, ...; see generators/README.md). Scoring is by episode: an episode (one injected
-spike, frozen stretch or drift on one device and metric) is found when any detection falls on one of
-its readings; a detection is right when it falls on a labelled reading. Dropouts are readings that
-were never sent, so no detector can see them: they are counted but left out of recall.
+seq, kind, episode, ...; the format is ``servicekit.contract.labels``). Scoring is by episode: an
+episode (one injected spike, frozen stretch or drift on one device and metric) is found when any
+detection falls on one of its readings; a detection is right when it falls on a labelled reading.
+Dropouts are readings that were never sent, so no detector can see them: they are counted but left
+out of recall.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-UNSEEABLE = {"dropout"}
+from servicekit.contract.influx import ANOMALY
+from servicekit.contract.labels import UNSEEABLE_KINDS
 
 Key = tuple[str, str, int, int]  # device_id, metric, boot, seq
 
@@ -46,13 +46,6 @@ class Score:
                 "unseeable_episodes": self.unseeable_episodes}
 
 
-def read_labels(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise FileNotFoundError(f"no labels at {path}: run the generator with --anomaly-rate > 0")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def score(labels: Iterable[dict[str, Any]], detections: Iterable[Key]) -> Score:
     """Pure: labels as dicts, detections as (device_id, metric, boot, seq) keys."""
     episode_of: dict[Key, tuple[str, str, int]] = {}
@@ -64,7 +57,7 @@ def score(labels: Iterable[dict[str, Any]], detections: Iterable[Key]) -> Score:
         episode_of[(label["device_id"], label["metric"], int(label["boot"]), int(label["seq"]))] = episode
     counts: dict[str, int] = defaultdict(int)
     for kind in kinds.values():
-        if kind in UNSEEABLE:
+        if kind in UNSEEABLE_KINDS:
             result.unseeable_episodes += 1
         else:
             counts[kind] += 1
@@ -78,7 +71,7 @@ def score(labels: Iterable[dict[str, Any]], detections: Iterable[Key]) -> Score:
             found.add(episode)
     found_counts: dict[str, int] = defaultdict(int)
     for episode in found:
-        if kinds[episode] not in UNSEEABLE:
+        if kinds[episode] not in UNSEEABLE_KINDS:
             found_counts[kinds[episode]] += 1
     result.found = dict(found_counts)
     return result
@@ -86,8 +79,6 @@ def score(labels: Iterable[dict[str, Any]], detections: Iterable[Key]) -> Score:
 
 def stored_detections(query: Any, since_ms: int | None = None) -> list[Key]:
     """The anomalies processing stored, as keys; ``query`` is a storage.queries.InfluxQuery."""
-    from storage.schema import ANOMALY
-
     where = f" WHERE time >= {since_ms}ms" if since_ms is not None else ""
     rows = query.query(f'SELECT "boot", "seq" FROM "{ANOMALY}"{where} GROUP BY "device_id", "metric", "detector"')
     return [(r["device_id"], r["metric"], int(r["boot"]), int(r["seq"])) for r in rows]

@@ -22,17 +22,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from prometheus_client import Counter
 
 from processing.stateful import ANOMALY, BUCKET, INVALID, STATUS, WINDOW
-from servicekit.contract import DEVICE_WINDOW, SITE_WINDOW
+from servicekit.contract.influx import ANOMALY as ANOMALY_MEASUREMENT
+from servicekit.contract.metrics import PROCESSING_READINGS_STORED
+from servicekit.contract.influx import DEVICE_STATUS, DEVICE_WINDOW, SITE_WINDOW
+from servicekit.contract.influx import DEVICE_WINDOW_FIELDS as DEVICE_FIELDS
 from storage.queries import InfluxQuery
-from storage.schema import ANOMALY as ANOMALY_MEASUREMENT
-from storage.schema import DEVICE_STATUS
 from storage.writer import InfluxWriter
 
 log = logging.getLogger("processing.sink")
 
-DEVICE_FIELDS = ("count", "sum", "mean", "min", "max", "stddev", "first", "last")
+# The pipeline's stored stage: what the device windows' counts grew by, counted once the batch is written.
+READINGS_STORED = Counter(PROCESSING_READINGS_STORED, "readings added to the stored device windows")
 
 
 def _present(value: Any) -> bool:
@@ -111,6 +114,9 @@ class SiteWindows:
         self.devices: dict[SiteKey, dict[str, tuple[int, float, float, float]]] = {}
         self.horizon: int | None = None
         self.read_backs = 0
+        #: readings the last update added to the device windows (per device and window, the largest
+        #: count increase over its metrics: a reading carries each metric of its type once)
+        self.added = 0
 
     def update(self, windows: pd.DataFrame, watermark: int) -> list[dict[str, Any]]:
         """Takes a batch's device windows; returns the site windows they changed (site_points rows)."""
@@ -124,9 +130,18 @@ class SiteWindows:
             missing = {k for k in keys if k not in self.devices and k[3] <= self.horizon}
             if missing:
                 self._read_back(missing)
+            added: dict[tuple[str, int], int] = {}
             for key, r in zip(keys, rows, strict=True):
-                self.devices.setdefault(key, {})[r["device_id"]] = (int(r["count"]), r["sum"], r["min"], r["max"])
+                figures = self.devices.setdefault(key, {})
+                count = int(r["count"])
+                grew = count - figures.get(r["device_id"], (0,))[0]
+                reading = (r["device_id"], key[3])
+                added[reading] = max(added.get(reading, 0), grew)
+                figures[r["device_id"]] = (count, r["sum"], r["min"], r["max"])
                 touched.add(key)
+            self.added = sum(added.values())
+        else:
+            self.added = 0
         out = []
         for key in touched:
             figures = self.devices[key].values()
@@ -186,6 +201,7 @@ class BatchSink:
         points = (device_points(windows) + device_status_points(out[kind == STATUS])
                   + site_points(self.site_windows.update(windows, watermark)) + anomaly_points(out[kind == ANOMALY]))
         written = self.writer.write(points) if points else 0
+        READINGS_STORED.inc(self.site_windows.added)
         self.counts[batch_id] = BatchCounts(late, len(invalid), written)
         if len(self.counts) > 1000:  # the progress loop takes them; a stopped loop must not grow this
             del self.counts[min(self.counts)]

@@ -1,6 +1,10 @@
 """Settings plumbing: pydantic-settings models read ``TSDEMO_*`` variables, and the same models
 become command-line flags, so ``--help`` always shows each option with the variable behind it.
 
+Every ``tsdemo`` command is registered one way: ``add_service_command`` with a settings model holding
+all its options (``add_command_group`` makes a group such as ``tsdemo storage``); a command that prints
+results takes ``--json`` (``TSDEMO_JSON``) from ``PrintsResults``.
+
 pydantic-settings has its own CLI source, but its help does not name the environment variable
 behind each flag and it parses nested models in ways our users do not need; this keeps the flags
 flat and the precedence simple: flag > environment > default.
@@ -13,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TSDEMO_"
@@ -32,6 +36,27 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _extra(field: Any) -> dict[str, Any]:
+    return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+
+
+def public_name(name: str, field: Any) -> str:
+    """The name a field's flag and ``TSDEMO_*`` variable use: its own, or the ``flag`` it declares."""
+    return str(_extra(field).get("flag", name))
+
+
+class PrintsResults(ServiceSettings):
+    """A command that prints results: ``--json`` (``TSDEMO_JSON``) prints them as one JSON document."""
+
+    json_output: bool = Field(
+        False, description="print the result as JSON",
+        # The field cannot be called ``json`` (BaseModel has a method of that name): the flag and the
+        # variable are named here; ``--json-output``, the old spelling, is still read but not shown.
+        validation_alias=AliasChoices("json_output", ENV_PREFIX.lower() + "json"),
+        json_schema_extra={"flag": "json", "deprecated_flags": ["json_output"]},
+    )
+
+
 def _is_bool(annotation: Any) -> bool:
     return annotation is bool or (get_origin(annotation) is not None and bool in get_args(annotation))
 
@@ -40,21 +65,22 @@ def add_settings_arguments(parser: argparse.ArgumentParser, model: type[BaseSett
     """One flag per settings field; the help names its ``TSDEMO_*`` variable and default."""
     group = parser.add_argument_group(f"{model.__name__} (flags override environment variables)")
     for name, field in model.model_fields.items():
-        env = ENV_PREFIX + name.upper()
+        env = ENV_PREFIX + public_name(name, field).upper()
+        flags = [_flag(public_name(name, field))]
         default = field.default if field.default_factory is None else field.default_factory()
-        shown = "" if default is None else f" (default: {default})"
+        shown = " (required)" if field.is_required() else "" if default is None else f" (default: {default})"
         help_text = f"{field.description or name}{shown} [env: {env}]"
         if get_origin(field.annotation) is list:
             group.add_argument(
-                _flag(name), dest=name, default=None, action="append", metavar=name.upper(),
+                *flags, dest=name, default=None, action="append", metavar=name.upper(),
                 help=help_text + " (repeatable)",
             )
         elif _is_bool(field.annotation):
-            group.add_argument(
-                _flag(name), dest=name, default=None, action=argparse.BooleanOptionalAction, help=help_text
-            )
+            group.add_argument(*flags, dest=name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+            for old in _extra(field).get("deprecated_flags", ()):
+                group.add_argument(_flag(old), dest=name, action="store_const", const=True, help=argparse.SUPPRESS)
         else:
-            group.add_argument(_flag(name), dest=name, default=None, metavar=name.upper(), help=help_text)
+            group.add_argument(*flags, dest=name, default=None, metavar=name.upper(), help=help_text)
 
 
 def settings_from_args(model: type[S], args: argparse.Namespace) -> S:
@@ -68,7 +94,8 @@ def settings_from_args(model: type[S], args: argparse.Namespace) -> S:
     except ValidationError as exc:
         lines = [f"tsdemo: invalid settings for {model.__name__}:"]
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
+            loc = str(err["loc"][0]) if err["loc"] else "?"
+            field = public_name(loc, model.model_fields[loc]) if loc in model.model_fields else loc
             lines.append(
                 f"  {_flag(field)} / {ENV_PREFIX}{field.upper()}: {err['msg']} (got {err.get('input')!r})"
             )
@@ -121,3 +148,13 @@ def add_service_command(
     add_settings_arguments(parser, model)
     parser.set_defaults(func=lambda args: run(settings_from_args(model, args)))
     return parser
+
+
+def add_command_group(
+    subparsers: argparse._SubParsersAction, name: str, help_text: str, description: str | None = None
+) -> argparse._SubParsersAction:
+    """Registers ``tsdemo <name> COMMAND``; its commands are added with ``add_service_command``."""
+    parser = subparsers.add_parser(
+        name, help=help_text, description=description or help_text, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    return parser.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)

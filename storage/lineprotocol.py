@@ -38,19 +38,9 @@ from typing import Any
 
 from influxdb_client import Point, WritePrecision
 
-from servicekit.contract import DEVICE_WINDOW, PIPELINE, SITE_WINDOW
-from storage.schema import ANOMALY
+from servicekit.contract.influx import INTEGER_FIELDS
 
 log = logging.getLogger(__name__)
-
-# Fields written as integers; everything not listed is a float. Rollup measurements are written
-# by continuous queries, which keep the types of the raw fields they aggregate.
-INTEGER_FIELDS: dict[str, frozenset[str]] = {
-    DEVICE_WINDOW: frozenset({"count"}),
-    SITE_WINDOW: frozenset({"count", "devices"}),
-    PIPELINE: frozenset(),
-    ANOMALY: frozenset(),
-}
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

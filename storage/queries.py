@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 import urllib3
 
-from servicekit.contract import DEVICE_WINDOW
+from servicekit.contract.influx import DEVICE_WINDOW
 from storage.client import InfluxHTTP, server_message
 from storage.settings import InfluxSettings
 

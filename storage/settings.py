@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from servicekit.contract import INFLUX_DATABASE
+from servicekit.contract.influx import INFLUX_DATABASE
 from servicekit.settings import ServiceSettings, secrets_from_files
 
 _DURATION_PART = re.compile(r"(\d+)(ns|us|u|µ|ms|s|m|h|d|w)")

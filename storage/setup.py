@@ -23,18 +23,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from servicekit.contract import DEVICE_WINDOW, SITE_WINDOW
-from storage.queries import InfluxQuery, quote_ident
-from storage.schema import (
+from servicekit.contract.influx import (
     CQ_PREFIX,
+    DEVICE_WINDOW,
     DEVICE_WINDOW_1H,
     DEVICE_WINDOW_1M,
     RAW_RP,
     ROLLUP_1H_RP,
     ROLLUP_1M_RP,
+    SITE_WINDOW,
     SITE_WINDOW_1H,
     SITE_WINDOW_1M,
 )
+from storage.queries import InfluxQuery, quote_ident
 from storage.settings import InfluxSettings, parse_duration_s
 
 

@@ -47,13 +47,14 @@ class Pipeline:
     mosquitto: Mosquitto
     services: dict[str, ServiceProc] = field(default_factory=dict)
 
-    def start(self, name: str, command: str, extra_env: dict[str, str] | None = None,
+    def start(self, name: str, command: str | list[str], extra_env: dict[str, str] | None = None,
               wait_healthy: float = 240) -> ServiceProc:
         log = self.workdir / f"{name}.log"
         port = free_port()
         env = {**os.environ, **self.env, **(extra_env or {}), "TSDEMO_HEALTH_PORT": str(port)}
         out = open(log, "ab")  # noqa: SIM115 (the child keeps it)
-        proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", command], env=env, stdout=out,
+        args = [command] if isinstance(command, str) else command
+        proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", *args], env=env, stdout=out,
                                 stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True)
         svc = ServiceProc(name, proc, log, port)
         self.services[name] = svc

@@ -24,11 +24,11 @@ import pytest
 
 from deploy.local.mqtt_security import FLEET_USER, MqttSecurity, MqttTls
 from deploy.local.servers import Mosquitto, free_port
-from generators.ledger import load_ledger
 from generators.render import write_payloads
 from generators.run import run
 from generators.settings import GeneratorSettings
 from generators.tally import Tally
+from servicekit.contract.ledger import load_ledger
 
 pytestmark = pytest.mark.integration
 

@@ -24,18 +24,19 @@ import pytest
 import urllib3
 
 from deploy.local.servers import InfluxDB, free_port
-from servicekit.contract import DEVICE_WINDOW, SITE_WINDOW
-from storage.cli import add_parser
-from storage.queries import InfluxQuery, InfluxQueryError, quote_ident, quote_string
-from storage.schema import (
+from servicekit.contract.influx import (
+    DEVICE_WINDOW,
     DEVICE_WINDOW_1H,
     DEVICE_WINDOW_1M,
     RAW_RP,
     ROLLUP_1H_RP,
     ROLLUP_1M_RP,
+    SITE_WINDOW,
     SITE_WINDOW_1H,
     SITE_WINDOW_1M,
 )
+from storage.cli import add_parser
+from storage.queries import InfluxQuery, InfluxQueryError, quote_ident, quote_string
 from storage.settings import InfluxSettings
 from storage.setup import backfill_rollups, init_storage, rollup_queries, stored_rollup_selects
 from storage.writer import InfluxWriteError, InfluxWriter

@@ -16,9 +16,9 @@ import pytest
 
 from generators.faults import ANOMALY_KINDS, MALFORMED_KINDS, FaultConfig, malformed_payload
 from generators.fleet import build_fleet
-from generators.labels import LABEL_FIELDS
 from generators.stream import ReadingStream
 from generators.tally import parse_payload
+from servicekit.contract.labels import LABEL_FIELDS
 
 T0 = 1_700_000_000_000
 STEP_MS = 100

@@ -6,9 +6,11 @@ import json
 import random
 
 from generators.accounting import Accountant
-from generators.labels import LabelWriter, read_labels
-from generators.ledger import BUCKET_MS, COMPACT_STEP_MS, DETAIL_MS, Ledger, load_ledger, read_ledger
+from generators.labels import LabelWriter
+from generators.ledger import COMPACT_STEP_MS, DETAIL_MS, Ledger
 from generators.outgoing import Batcher, CopyGroup, Item, Message
+from servicekit.contract.labels import read_labels
+from servicekit.contract.ledger import BUCKET_MS, load_ledger, read_ledger
 
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % BUCKET_MS
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from generators.ledger import Ledger, load_ledger
+from generators.ledger import Ledger
 from generators.render import render_messages, write_payloads
 from generators.settings import GeneratorSettings
 from generators.tally import Tally
+from servicekit.contract.ledger import load_ledger
 
 START = 1_800_000_000_000
 

@@ -1,7 +1,8 @@
 """The ledger's bookkeeping and verify's comparison, without servers."""
 
 from deploy.verify import _cutoff, compare
-from generators.ledger import BUCKET_MS, Ledger, read_ledger
+from generators.ledger import Ledger
+from servicekit.contract.ledger import BUCKET_MS, read_ledger
 
 
 def reading(dev: str, seq: int, ts: int, metrics=("a", "b")) -> dict:
@@ -31,7 +32,7 @@ def test_compare_reports_lost_and_double_counted():
     ledger = Ledger(None)
     ledger.record([reading("d1", i, 1_000 + i) for i in range(5)] + [reading("d2", 0, 1_000)])
     snapshot = ledger.snapshot()
-    from generators.ledger import LedgerEntry
+    from servicekit.contract.ledger import LedgerEntry
 
     entries = [
         LedgerEntry(d, v["site"], v["type"], m, {int(b): n for b, n in bk.items()})
@@ -51,7 +52,7 @@ def test_cutoff_is_none_once_every_generator_finished():
 
 
 def test_late_readings_may_or_may_not_be_stored_but_no_more():
-    from generators.ledger import LedgerEntry
+    from servicekit.contract.ledger import LedgerEntry
 
     entries = [LedgerEntry("d", "s", "t", "a", {0: 10})]
     late = [LedgerEntry("d", "s", "t", "a", {0: 3})]
@@ -68,7 +69,7 @@ def test_cutoff_never_falls_inside_merged_minutes():
 
 def test_a_problem_series_is_located_to_its_minutes_with_merged_minutes_as_one():
     from deploy.verify import _differing_minutes
-    from generators.ledger import LedgerEntry
+    from servicekit.contract.ledger import LedgerEntry
 
     m = BUCKET_MS
     # Minutes before 3m were merged by the ledger into the bucket keyed 2m.

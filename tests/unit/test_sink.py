@@ -55,6 +55,25 @@ def test_a_fresh_start_reads_back_only_what_its_first_batch_touched():
     assert len(influx.queries) == 1
 
 
+def test_added_counts_the_readings_the_stored_windows_grew_by():
+    influx = FakeInflux([{"site": "s", "type": "t", "metric": "m", "time": 0, "device_id": "a", "count": 4,
+                          "sum": 4.0, "min": 1.0, "max": 1.0}])
+    cache = SiteWindows(influx, W, 30_000)
+    cache.update(windows(("a", 0, 6, 6.0, 1.0, 1.0), ("b", 0, 3, 3.0, 1.0, 1.0)), watermark=0)
+    assert cache.added == 2 + 3  # a had 4 stored by an earlier run
+    # Two metrics per reading: a device window grows by one reading, not two.
+    cache.update(windows(("c", 0, 2, 2.0, 1.0, 1.0)).assign(metric="n"), watermark=0)
+    both = pd.concat([windows(("c", 0, 3, 3.0, 1.0, 1.0)), windows(("c", 0, 3, 3.0, 1.0, 1.0)).assign(metric="n")])
+    cache.update(both, watermark=0)
+    assert cache.added == 3  # m (new to the cache, read back: nothing stored) 0 -> 3; n 2 -> 3
+    cache.update(both.assign(count=4), watermark=0)
+    assert cache.added == 1
+    cache.update(windows(("a", 0, 6, 6.0, 1.0, 1.0)), watermark=0)  # a replayed batch adds nothing
+    assert cache.added == 0
+    cache.update(windows(), watermark=0)
+    assert cache.added == 0
+
+
 def test_points_leave_out_missing_figures():
     frame = pd.DataFrame([{"site": "s", "type": "t", "device_id": "d", "metric": "m", "time": 0, "count": 1,
                            "sum": 2.0, "mean": 2.0, "min": 2.0, "max": 2.0, "stddev": float("nan"), "first": 2.0,

@@ -1,4 +1,10 @@
-"""The message contract between devices, the bridge, processing and storage.
+"""The contract: every name that crosses a process boundary, in one package.
+
+- here: the message contract between devices, the bridge and processing (topics, the reading);
+- ``influx``: InfluxDB's database, measurements, tags, fields, retention policies and rollups;
+- ``metrics``: the Prometheus metric names the services export and the stage counters read;
+- ``labels``: the ground-truth anomaly label file the generator writes and the checks score against;
+- ``ledger``: the generator's ledger file, which ``tsdemo verify`` compares with InfluxDB.
 
 Devices publish UTF-8 JSON to ``sensors/<site>/<device_id>`` at QoS 1: one reading object or a
 JSON array of readings (a gateway's batch). A reading is identified by (device_id, boot, seq).
@@ -18,10 +24,6 @@ TOPIC_PREFIX = "sensors"
 TOPIC_FILTER = f"{TOPIC_PREFIX}/#"
 KAFKA_TOPIC = "sensor-readings"
 KAFKA_DLQ_TOPIC = "sensor-readings-dlq"
-INFLUX_DATABASE = "iot"
-DEVICE_WINDOW = "device_window"
-SITE_WINDOW = "site_window"
-PIPELINE = "pipeline"
 
 
 def topic_for(site: str, device_id: str) -> str:
