@@ -40,7 +40,7 @@ from deploy.bench.resources import ResourceMonitor, Usage
 from deploy.bench.settings import E2EBenchSettings
 from deploy.bench.spark_batches import from_event_log, phase_means, pipeline_batches
 from deploy.bench.stats import percentile
-from deploy.local.servers import free_port
+from deploy.servers import free_port
 from generators.ledger import load_ledger
 from processing.settings import duration_ms
 from storage.queries import InfluxQuery, quote_ident

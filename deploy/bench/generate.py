@@ -26,7 +26,7 @@ from deploy.bench.payloads import PayloadSet
 from deploy.bench.report import BenchResult, Comparison, Run, interleave
 from deploy.bench.resources import ResourceMonitor, Usage
 from deploy.bench.settings import GenerateBenchSettings
-from deploy.local.servers import Mosquitto, free_port
+from deploy.servers import Mosquitto, free_port
 from generators.ledger import load_ledger
 
 #: "As fast as it can": a target its pacer never holds it back from.

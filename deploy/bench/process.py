@@ -48,7 +48,7 @@ from deploy.bench.spark_batches import (
     steady,
     sustained,
 )
-from deploy.local.servers import free_port
+from deploy.servers import free_port
 from processing.settings import duration_ms
 from storage.queries import InfluxQuery
 from storage.settings import InfluxSettings

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import pytest
 import urllib3
 
-from deploy.local.servers import InfluxDB, free_port
+from deploy.servers import InfluxDB, free_port
 from servicekit.contract import DEVICE_WINDOW, SITE_WINDOW
 from storage.cli import add_parser
 from storage.queries import InfluxQuery, InfluxQueryError, quote_ident, quote_string
