@@ -34,7 +34,7 @@ python-env: $(BIN)/python
 
 # Kafka's jars and Spark's Kafka connector, from Maven Central into .cache/ (once).
 artifacts: python-env
-	$(BIN)/python -m deploy.local.artifacts
+	$(BIN)/python -m deploy.servers.artifacts
 
 # kustomize and docker compose (for `docker compose config`, no engine needed), built from their Go
 # modules into .cache/tools/bin once (about 5 minutes the first time).

@@ -11,14 +11,14 @@ from servicekit.settings import ENV_PREFIX
 # one extra, so a command whose packages are missing is listed with the extra to install instead of
 # breaking every other command.
 COMMANDS = [
-    ("deploy.local.commands", "add_parsers", ("up", "down", "status"), "local"),
+    ("deploy.stack.commands", "add_parsers", ("up", "down", "status"), "local"),
     ("generators.cli", "add_parser", ("generate",), "generator"),
     ("ingest.cli", "add_parser", ("ingest",), "ingest"),
     ("processing.cli", "add_parser", ("process",), "processing"),
     ("processing.cli", "add_score_parser", ("anomalies",), "processing"),
     ("storage.cli", "add_parser", ("storage",), "storage"),
     ("dashboards.cli", "add_parser", ("dashboards",), "dashboards"),
-    ("deploy.verify", "add_parser", ("verify",), "storage"),
+    ("deploy.checks.verify", "add_parser", ("verify",), "storage"),
     ("deploy.bench.cli", "add_parser", ("bench",), "bench"),
 ]
 

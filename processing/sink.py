@@ -26,9 +26,9 @@ from prometheus_client import Counter
 
 from processing.stateful import ANOMALY, BUCKET, INVALID, STATUS, WINDOW
 from servicekit.contract.influx import ANOMALY as ANOMALY_MEASUREMENT
-from servicekit.contract.metrics import PROCESSING_READINGS_STORED
 from servicekit.contract.influx import DEVICE_STATUS, DEVICE_WINDOW, SITE_WINDOW
 from servicekit.contract.influx import DEVICE_WINDOW_FIELDS as DEVICE_FIELDS
+from servicekit.contract.metrics import PROCESSING_READINGS_STORED
 from storage.queries import InfluxQuery
 from storage.writer import InfluxWriter
 

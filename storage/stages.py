@@ -102,7 +102,7 @@ class StageCollector:
 def run_collector(settings: StagesSettings, stop: threading.Event) -> int:
     """Writes a round of stage points every interval until ``stop`` is set."""
     from servicekit.service import log_event, serve_health
-    from storage.writer import InfluxWriter, InfluxWriteError
+    from storage.writer import InfluxWriteError, InfluxWriter
 
     collector = StageCollector(settings.targets(), settings.scrape_timeout_s)
     if not any(collector.targets.values()):

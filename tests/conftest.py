@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from deploy.local.servers import InfluxDB, Kafka, ManagedServer, Mosquitto, free_port
+from deploy.servers import InfluxDB, Kafka, ManagedServer, Mosquitto, free_port
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from deploy.bench.resources import ResourceMonitor
-from deploy.local.servers import stop_process
-from deploy.local.stack import http_ok
+from deploy.servers import stop_process
+from deploy.stack.local import http_ok
 from servicekit.settings import ENV_PREFIX
 
 #: Where the JVM artifacts are cached: machine-wide, not a pointer to some stack, so children keep it.

@@ -40,11 +40,11 @@ from deploy.bench.resources import ResourceMonitor, Usage
 from deploy.bench.settings import E2EBenchSettings
 from deploy.bench.spark_batches import from_event_log, phase_means, pipeline_batches
 from deploy.bench.stats import percentile
-from deploy.local.servers import free_port
-from generators.ledger import load_ledger
+from deploy.servers import free_port
 from processing.settings import duration_ms
+from servicekit.contract.influx import DEVICE_STATUS, PIPELINE_QUERY_WINDOWS
+from servicekit.contract.ledger import load_ledger
 from storage.queries import InfluxQuery, quote_ident
-from storage.schema import DEVICE_STATUS
 from storage.settings import InfluxSettings
 
 DEFAULT_RATES = (2000.0, 4000.0, 8000.0, 16000.0)
@@ -205,7 +205,7 @@ def run_step(p: Pipeline, rate: float, index: int) -> tuple[dict[str, Any], dict
     verdict = p.verify(s.verify_wait_s)
     # The batches that carried the step's data: a job that lags works on it after the generator stopped.
     batches = pipeline_batches(p.influx, start_s + trigger_ms / 1000, time.time())
-    windows = [b.duration_ms for b in batches if b.query == "windows" and b.rows > 0]
+    windows = [b.duration_ms for b in batches if b.query == PIPELINE_QUERY_WINDOWS and b.rows > 0]
     fresh = freshness_values(probe.samples, start_s * 1000)
     step = {
         "offered_rate": rate, "achieved_rate": round(achieved, 1), "seconds": round(end_s - start_s, 1),
@@ -295,7 +295,8 @@ def run(env: BenchEnvironment, s: E2EBenchSettings, earlier: list[BenchResult] |
                 best = (step, usage)
         env.say("e2e: final check of the whole run with verify")
         final = p.verify(max(s.verify_wait_s, 120.0))
-        phases = phase_means([b for b in from_event_log(event_logs) if b.query == "windows" and b.rows > 0])
+        phases = phase_means([b for b in from_event_log(event_logs)
+                              if b.query == PIPELINE_QUERY_WINDOWS and b.rows > 0])
         result.extra.update(steps=steps, final_verify={k: final.get(k) for k in ("expected", "stored", "lost",
                                                                                   "double_counted")},
                             windows_phases_ms=phases)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from deploy.bench.payloads import PayloadSet, render_payloads
-from deploy.local.servers import InfluxDB, Kafka, ManagedServer, Mosquitto, create_topics, free_port
+from deploy.servers import InfluxDB, Kafka, ManagedServer, Mosquitto, create_topics, free_port
 
 #: Event times of rendered payloads are spaced as a fleet publishing this many readings/s: processing's
 #: dedupe and window state then match a stream of that rate, whatever speed the data is read at.

@@ -26,8 +26,8 @@ from deploy.bench.payloads import PayloadSet
 from deploy.bench.report import BenchResult, Comparison, Run, interleave
 from deploy.bench.resources import ResourceMonitor, Usage
 from deploy.bench.settings import GenerateBenchSettings
-from deploy.local.servers import Mosquitto, free_port
-from generators.ledger import load_ledger
+from deploy.servers import Mosquitto, free_port
+from servicekit.contract.ledger import load_ledger
 
 #: "As fast as it can": a target its pacer never holds it back from.
 FLAT_OUT_RATE = 10_000_000

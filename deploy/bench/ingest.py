@@ -33,7 +33,7 @@ from deploy.bench.report import BenchResult, Comparison, Run, interleave
 from deploy.bench.resources import ResourceMonitor, tree_sample
 from deploy.bench.settings import IngestBenchSettings
 from deploy.bench.stats import drain_rate, median
-from deploy.local.servers import free_port
+from deploy.servers import free_port
 from ingest.metrics import PRODUCER_FIGURES
 from servicekit.contract import TOPIC_FILTER, topic_for
 

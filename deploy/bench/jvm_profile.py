@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from deploy.bench.profiles import render_summary
-from deploy.local.artifacts import java_binary
+from deploy.servers.artifacts import java_binary
 
 RECORDING = "tsdemo-bench"
 _FRAME = re.compile(r"^\s+([\w$.<>]+)\(.*\)\s+line:")

@@ -48,12 +48,13 @@ from deploy.bench.spark_batches import (
     steady,
     sustained,
 )
-from deploy.local.servers import free_port
+from deploy.servers import free_port
 from processing.settings import duration_ms
+from servicekit.contract.influx import PIPELINE_QUERY_WINDOWS
 from storage.queries import InfluxQuery
 from storage.settings import InfluxSettings
 
-QUERIES = ("windows",)  # the job's one query (processing.job.QUERY)
+QUERIES = (PIPELINE_QUERY_WINDOWS,)  # the job's one query (processing.job.QUERY)
 POLL_S = 1.0
 
 

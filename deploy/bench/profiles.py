@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from deploy.bench.children import Child, spawn
-from deploy.local.servers import stop_process
+from deploy.servers import stop_process
 
 _WARNED = False
 _LINE = re.compile(r"^(.*) (\d+)$")

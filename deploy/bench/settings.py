@@ -16,7 +16,7 @@ from generators.settings import GeneratorSettings
 from processing.settings import duration_ms
 from servicekit.settings import ServiceSettings
 
-#: Mosquitto's max_queued_messages in deploy.local.servers: what one session may hold while away.
+#: Mosquitto's max_queued_messages in deploy.servers: what one session may hold while away.
 BROKER_QUEUE_MESSAGES = 100_000
 
 

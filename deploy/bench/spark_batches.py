@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.bench.stats import percentile, rate
-from servicekit.contract import PIPELINE
+from servicekit.contract.influx import PIPELINE
 from storage.queries import InfluxQuery, quote_ident
 
 PROGRESS_EVENT = "org.apache.spark.sql.streaming.StreamingQueryListener$QueryProgressEvent"

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from deploy.local.artifacts import ivy_jar
+from deploy.servers.artifacts import ivy_jar
 from deploy.validate.compose import COMPOSE_DIR, read_dotenv
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"

@@ -16,7 +16,7 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 import docker  # noqa: E402
 from testcontainers.core.container import DockerContainer  # noqa: E402
 
-from deploy.local.servers import free_port  # noqa: E402
+from deploy.servers import free_port  # noqa: E402
 from deploy.validate.compose import COMPOSE_DIR, read_dotenv  # noqa: E402
 
 PINS = read_dotenv(COMPOSE_DIR / ".env")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.servers import free_port
+from deploy.servers import free_port
 from deploy.validate import tools
 from deploy.validate.compose import COMPOSE_DIR, load
 from tests.containers.runtime import PINS

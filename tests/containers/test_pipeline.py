@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.servers import create_topics
+from deploy.servers import create_topics
 from deploy.validate.compose import load
 from tests.containers.runtime import (
     check_service,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.servers import Mosquitto, create_topics, free_port, stop_process
+from deploy.servers import Mosquitto, create_topics, free_port, stop_process
 from servicekit.contract import KAFKA_DLQ_TOPIC, KAFKA_TOPIC
 
 

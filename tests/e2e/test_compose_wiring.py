@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.mqtt_security import PreparedAuth
-from deploy.local.servers import Mosquitto, create_topics, free_port, stop_process
+from deploy.servers import Mosquitto, create_topics, free_port, stop_process
+from deploy.servers.mqtt_security import PreparedAuth
 from deploy.validate import compose as C
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from deploy.local.servers import InfluxDB, Kafka, free_port
+from deploy.servers import InfluxDB, Kafka, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 

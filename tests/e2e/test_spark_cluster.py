@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy.local.servers import free_port
-from deploy.local.spark_cluster import SparkMaster, SparkWorker
+from deploy.servers import free_port
+from deploy.servers.spark_cluster import SparkMaster, SparkWorker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 

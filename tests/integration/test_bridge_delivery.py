@@ -31,7 +31,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 from prometheus_client.parser import text_string_to_metric_families
 
-from deploy.local.servers import Kafka, Mosquitto, create_topics, free_port
+from deploy.servers import Kafka, Mosquitto, create_topics, free_port
 from tests.conftest import run_server
 
 pytestmark = pytest.mark.integration

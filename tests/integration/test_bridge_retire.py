@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.servers import Kafka, Mosquitto
+from deploy.servers import Kafka, Mosquitto
 from tests.integration.test_bridge_delivery import (
     Publisher,
     Run,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.artifacts import KAFKA_VERSION
-from deploy.local.servers import Mosquitto
+from deploy.servers import Mosquitto
+from deploy.servers.artifacts import KAFKA_VERSION
 from deploy.validate import compose as C
 from deploy.validate import tools
 

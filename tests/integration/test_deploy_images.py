@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.servers import stop_process
+from deploy.servers import stop_process
 from deploy.validate import tools
 from deploy.validate.compose import (
     COMPOSE_DIR,
@@ -316,8 +316,8 @@ def test_processing_driver_mode_runs_the_job_under_spark_submit(kafka, influxdb,
 
     import pyspark
 
-    from deploy.local.artifacts import default_cache_dir
-    from deploy.local.servers import create_topics, free_port
+    from deploy.servers import create_topics, free_port
+    from deploy.servers.artifacts import default_cache_dir
 
     sys.path.insert(0, str(IMAGES / "processing"))
     try:
@@ -329,7 +329,7 @@ def test_processing_driver_mode_runs_the_job_under_spark_submit(kafka, influxdb,
     # Spark's own retrieve of the connector (`make setup`); its file names carry the organisation.
     connector = [j for j in (default_cache_dir() / "ivy" / "jars").glob("*.jar")
                  if artifact_name(j.name.split("_", 1)[1]) not in have]
-    assert any("spark-sql-kafka" in j.name for j in connector), "run `make setup` (python -m deploy.local.artifacts)"
+    assert any("spark-sql-kafka" in j.name for j in connector), "run `make setup` (python -m deploy.servers.artifacts)"
     topic = f"sensor-readings-driver-{tmp_path.name}"
     create_topics(kafka.endpoint, {topic: 1, f"{topic}-dlq": 1})
     port = free_port()

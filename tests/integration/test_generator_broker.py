@@ -22,8 +22,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from deploy.local.mqtt_security import FLEET_USER, MqttSecurity, MqttTls
-from deploy.local.servers import Mosquitto, free_port
+from deploy.servers import Mosquitto, free_port
+from deploy.servers.mqtt_security import FLEET_USER, MqttSecurity, MqttTls
 from generators.render import write_payloads
 from generators.run import run
 from generators.settings import GeneratorSettings

@@ -14,8 +14,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from deploy.local.mqtt_security import DEPLOYED_CONFIG, MqttSecurity, MqttTls, run_auth_script
-from deploy.local.servers import Mosquitto, free_port
+from deploy.servers import Mosquitto, free_port
+from deploy.servers.mqtt_security import DEPLOYED_CONFIG, MqttSecurity, MqttTls, run_auth_script
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from deploy.local.artifacts import kafka_classpath
-from deploy.local.servers import (
+from deploy.servers import (
     InfluxDB,
     Kafka,
     ManagedServer,
@@ -30,6 +29,7 @@ from deploy.local.servers import (
     free_port,
     port_is_free,
 )
+from deploy.servers.artifacts import kafka_classpath
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import pytest
 import urllib3
 
-from deploy.local.servers import InfluxDB, free_port
+from deploy.servers import InfluxDB, free_port
 from servicekit.contract.influx import (
     DEVICE_WINDOW,
     DEVICE_WINDOW_1H,

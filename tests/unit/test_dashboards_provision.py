@@ -20,7 +20,7 @@ import pytest
 from dashboards import cli, provisioning
 from dashboards.grafana_api import ProvisionError, provision
 from dashboards.settings import GrafanaSettings
-from deploy.local.servers import free_port
+from deploy.servers import free_port
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "grafana"
 AUTH = "Basic " + base64.b64encode(b"admin:s3cret").decode()

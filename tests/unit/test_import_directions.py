@@ -53,5 +53,6 @@ def test_imports_go_only_where_allowed(package):
 
 def test_the_check_sees_an_upstream_import(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("import os\nfrom servicekit import settings\n\ndef f():\n    from generators.fleet import Fleet\n")
+    module.write_text("import os\nfrom servicekit import settings\n\n"
+                      "def f():\n    from generators.fleet import Fleet\n")
     assert imported_packages(module) == {"servicekit": 2, "generators": 5}

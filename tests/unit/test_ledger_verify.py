@@ -1,6 +1,6 @@
 """The ledger's bookkeeping and verify's comparison, without servers."""
 
-from deploy.verify import _cutoff, compare
+from deploy.checks.verify import _cutoff, compare
 from generators.ledger import Ledger
 from servicekit.contract.ledger import BUCKET_MS, read_ledger
 
@@ -68,7 +68,7 @@ def test_cutoff_never_falls_inside_merged_minutes():
 
 
 def test_a_problem_series_is_located_to_its_minutes_with_merged_minutes_as_one():
-    from deploy.verify import _differing_minutes
+    from deploy.checks.verify import _differing_minutes
     from servicekit.contract.ledger import LedgerEntry
 
     m = BUCKET_MS

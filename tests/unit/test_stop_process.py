@@ -1,4 +1,4 @@
-"""deploy.local.servers.stop_process: how the stack and the tests stop a service process."""
+"""deploy.servers.stop_process: how the stack and the tests stop a service process."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from deploy.local.servers import stop_process
+from deploy.servers import stop_process
 
 
 def _python(code: str) -> subprocess.Popen:

@@ -2,7 +2,7 @@
 # Writes what deploy/compose/mosquitto/mosquitto.conf reads from /mosquitto/auth: the password file, the ACL
 # file and the drop-ins of conf.d/. It runs before every broker start, from credentials kept outside the
 # repository: a git-ignored env file (docker compose, through ../credentials-init.sh), Secrets (Kubernetes,
-# the broker pod's init container), a test's temporary files (deploy/local/mqtt_security.py). Compose,
+# the broker pod's init container), a test's temporary files (deploy/servers/mqtt_security.py). Compose,
 # Kubernetes and the local tests all run this script and that one config file.
 #
 # Roles, by MQTT username:

@@ -1,7 +1,7 @@
 """Bakes Spark's Kafka connector into the processing image (run in its build stage).
 
 1. Resolves org.apache.spark:spark-sql-kafka-0-10_2.13 at pyspark's version into ``<cache>/ivy`` with
-   deploy.local.artifacts, the same Ivy cache `tsdemo process` hands Spark as ``spark.jars.ivy``: its
+   deploy.servers.artifacts, the same Ivy cache `tsdemo process` hands Spark as ``spark.jars.ivy``: its
    ``spark.jars.packages`` then resolves offline.
 2. Copies the resolved jars that pyspark does not ship into pyspark's ``jars/``: under spark-submit (the
    Spark Operator's driver pod) the JVM is up before the job sets ``spark.jars.packages``, so the packages
@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from deploy.local.artifacts import prefetch_spark_kafka_connector, spark_ivy_dir, spark_kafka_package
+from deploy.servers.artifacts import prefetch_spark_kafka_connector, spark_ivy_dir, spark_kafka_package
 
 # name-1.2.3.jar, name-1.2.3-classifier.jar; a name may hold digits and dashes (spark-sql-kafka-0-10_2.13).
 _VERSIONED = re.compile(r"^(?P<name>.+?)-\d+\.\d+[^-]*(?:-[\w.]+)?\.jar$")

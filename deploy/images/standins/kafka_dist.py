@@ -4,7 +4,7 @@ api-versions commands the compose file's kafka-init and healthcheck run) and cop
 scripts and the log config) beside it.
 
 The jars come from Maven Central through the same Ivy and cache as the local stack's broker
-(deploy.local.artifacts), resolved as one module so each library is there once, at one version.
+(deploy.servers.artifacts), resolved as one module so each library is there once, at one version.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from deploy.local import artifacts
+from deploy.servers import artifacts
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,7 +43,7 @@ def layout(target: Path, cache: Path | None = None) -> list[Path]:
     module = work / "ivy.xml"
     module.write_text(ivy_module(version))
     libs = target / "libs"
-    # The module-level runner of deploy.local.artifacts (settings, cache, log, error with Ivy's tail).
+    # The module-level runner of deploy.servers.artifacts (settings, cache, log, error with Ivy's tail).
     artifacts._run_ivy(
         artifacts.spark_ivy_dir(cache),
         ["-ivy", str(module), "-confs", "default",

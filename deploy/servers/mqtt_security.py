@@ -123,7 +123,7 @@ def broker_config(*, port: int, host: str, data_dir: Path, auth_dir: Path, log_p
         raise ValueError(f"{DEPLOYED_CONFIG} no longer reads password_file, acl_file and conf.d from "
                          f"{CONTAINER_AUTH_DIR}")
     text = text.replace(CONTAINER_AUTH_DIR, str(auth_dir))
-    return (f"# written by deploy.local on every start from {DEPLOYED_CONFIG.relative_to(MOSQUITTO_DIR.parents[2])}"
+    return (f"# written by deploy.servers on every start from {DEPLOYED_CONFIG.relative_to(MOSQUITTO_DIR.parents[2])}"
             f"; edits are lost\n{text}\n"
             "# Started as root, mosquitto would switch to the \"mosquitto\" user, which cannot write our state dir.\n"
             f"user {user}\n")

@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 from dashboards.local import GrafanaInstall, grafana_command, health_url
-from deploy.local.servers import ManagedServer
+from deploy.servers import ManagedServer
 
 
 class Grafana(ManagedServer):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from generators.ledger import BUCKET_MS, LedgerEntry, load_ledger
+from servicekit.contract.ledger import BUCKET_MS, LedgerEntry, load_ledger
 from servicekit.settings import add_service_command
 from storage.queries import InfluxQuery
 from storage.settings import InfluxSettings

@@ -2,7 +2,7 @@
 broker's classpath and Spark's Kafka connector, both resolved with the Apache Ivy that ships inside
 pyspark, so no Kafka tarball or Maven install is needed.
 
-``python -m deploy.local.artifacts --cache DIR`` fetches everything ahead of time (``make setup``).
+``python -m deploy.servers.artifacts --cache DIR`` fetches everything ahead of time (``make setup``).
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ def write_kafka_log4j2_config(path: Path, log_file: Path, level: str = "INFO") -
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m deploy.local.artifacts",
+        prog="python -m deploy.servers.artifacts",
         description="Fetch the Kafka broker and Spark's Kafka connector from Maven Central into a cache.",
     )
     parser.add_argument(

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from deploy.local.settings import StackSettings
+from deploy.stack.settings import StackSettings
 from servicekit.settings import add_service_command
 
 COMPONENTS = ("mqtt", "kafka", "influxdb", "processing", "ingest", "generator")
@@ -49,7 +49,7 @@ def default_endpoints(settings: StackSettings) -> dict[str, str]:
 
 def collect_status(settings: StackSettings) -> dict[str, Any]:
     """``{"components": {name: {"state", "endpoint", "pid"}}}`` for every part of the local stack."""
-    from deploy.local.stack import http_ok, read_state
+    from deploy.stack.local import http_ok, read_state
 
     state = read_state(settings.state_dir.resolve()) or {"components": {}}
     defaults = default_endpoints(settings)
@@ -163,8 +163,8 @@ class Progress:
 
 # -- up / down ------------------------------------------------------------------------------------
 def _up(settings: StackSettings) -> int:
-    from deploy.local.servers import PortInUseError
-    from deploy.local.stack import LocalStack
+    from deploy.servers import PortInUseError
+    from deploy.stack.local import LocalStack
 
     if settings.detach:
         return _up_detached(settings)
@@ -230,7 +230,7 @@ def _up_detached(settings: StackSettings) -> int:
 
 
 def _down(settings: StackSettings) -> int:
-    from deploy.local.stack import read_state
+    from deploy.stack.local import read_state
 
     state_dir = settings.state_dir.resolve()
     state = read_state(state_dir)

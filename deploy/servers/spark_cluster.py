@@ -8,7 +8,7 @@ import os
 import socket
 from pathlib import Path
 
-from deploy.local.servers import ManagedServer, free_port
+from deploy.servers import ManagedServer, free_port
 
 
 def spark_home() -> Path:

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.local.mqtt_security import ANONYMOUS_DEMO
-from deploy.local.servers import (
+from deploy.servers import (
     InfluxDB,
     Kafka,
     ManagedServer,
@@ -28,7 +27,8 @@ from deploy.local.servers import (
     free_port,
     stop_process,
 )
-from deploy.local.settings import StackSettings
+from deploy.servers.mqtt_security import ANONYMOUS_DEMO
+from deploy.stack.settings import StackSettings
 from servicekit.contract import KAFKA_DLQ_TOPIC, KAFKA_TOPIC
 
 STATE_FILE = "stack.json"
@@ -104,7 +104,7 @@ class LocalStack:
             if install is None:
                 self.grafana_missing = missing_message(settings.grafana_port)
             else:
-                from deploy.local.grafana import Grafana
+                from deploy.servers.grafana import Grafana
 
                 self.servers["grafana"] = Grafana(install, self.state_dir / "grafana", settings.grafana_port,
                                                   f"http://{host}:{settings.influx_port}", host=host)

@@ -1,0 +1,1 @@
+"""Checks of a running deployment's results: ``tsdemo verify`` (the ledger against what InfluxDB stored)."""
