@@ -9,15 +9,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from servicekit.settings import add_settings_arguments, settings_from_args
+from pydantic import Field
+
+from dashboards.settings import COMMITTED, GrafanaSettings
+from servicekit.settings import ServiceSettings, add_command_group, add_service_command
 
 
-def _generate(args: argparse.Namespace) -> int:
+class GenerateSettings(ServiceSettings):
+    out: Path = Field(COMMITTED, description="directory to write")
+    check: bool = Field(False, description="write nothing; exit 1 when the directory differs from what the code "
+                        "generates")
+
+
+def _generate(settings: GenerateSettings) -> int:
     from dashboards import provisioning
 
-    out: Path = args.out
+    out = settings.out
     try:
-        if args.check:
+        if settings.check:
             stale = provisioning.stale(out)
             for line in stale:
                 print(f"{out / line}", file=sys.stderr)
@@ -40,11 +49,9 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _provision(args: argparse.Namespace) -> int:
+def _provision(settings: GrafanaSettings) -> int:
     from dashboards.grafana_api import ProvisionError, provision
-    from dashboards.settings import GrafanaSettings
 
-    settings = settings_from_args(GrafanaSettings, args)
     try:
         provision(settings, say=lambda line: print(line, flush=True))
     except ProvisionError as exc:
@@ -53,45 +60,24 @@ def _provision(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Registers ``tsdemo dashboards {generate,provision}``."""
-    from dashboards.settings import COMMITTED, GrafanaSettings
-
-    dashboards = subparsers.add_parser(
-        "dashboards",
-        help="Grafana dashboards and alert rules: write the provisioning files, or push them to a Grafana",
-        description="Grafana dashboards, datasource and alert rules, built in Python (see dashboards/README.md).",
-    )
-    commands = dashboards.add_subparsers(dest="dashboards_command", metavar="COMMAND", required=True)
-
-    generate = commands.add_parser(
-        "generate",
-        help="write the provisioning tree (datasources/, dashboards/, alerting/) Grafana reads",
-        description=(
+    commands = add_command_group(
+        subparsers, "dashboards",
+        "Grafana dashboards and alert rules: write the provisioning files, or push them to a Grafana",
+        "Grafana dashboards, datasource and alert rules, built in Python (see dashboards/README.md).")
+    add_service_command(
+        commands, "generate", "write the provisioning tree (datasources/, dashboards/, alerting/) Grafana reads",
+        GenerateSettings, _generate, description=(
             "Write Grafana's provisioning tree from the code: datasources/tsdemo-influxdb.yaml,\n"
             "dashboards/tsdemo-provider.yaml with one JSON file per dashboard, and alerting/tsdemo-rules.yaml.\n"
             "Mount the directory as /etc/grafana/provisioning. The datasource reads TSDEMO_INFLUX_URL,\n"
-            "TSDEMO_INFLUX_DATABASE, TSDEMO_INFLUX_USERNAME and TSDEMO_INFLUX_PASSWORD from Grafana's environment."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    generate.add_argument("--out", type=Path, default=COMMITTED, metavar="DIR",
-                          help=f"directory to write (default: {COMMITTED})")
-    generate.add_argument("--check", action="store_true",
-                          help="write nothing; exit 1 when DIR differs from what the code generates")
-    generate.set_defaults(func=_generate)
-
-    provision = commands.add_parser(
-        "provision",
-        help="create or update the datasource, folder, dashboards and alert rules in a running Grafana",
-        description=(
+            "TSDEMO_INFLUX_DATABASE, TSDEMO_INFLUX_USERNAME and TSDEMO_INFLUX_PASSWORD from Grafana's environment."))
+    add_service_command(
+        commands, "provision",
+        "create or update the datasource, folder, dashboards and alert rules in a running Grafana",
+        GrafanaSettings, _provision, description=(
             "Wait for Grafana's /api/health, then create or update, through its HTTP API, the InfluxDB\n"
             "datasource, the tsdemo folder, the dashboards and the alert rules. Safe to run again: only\n"
             "what is missing or different is written. Objects that Grafana got from the provisioning\n"
-            "files are left to them (the command says so)."
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_settings_arguments(provision, GrafanaSettings)
-    provision.set_defaults(func=_provision)
-    return dashboards
+            "files are left to them (the command says so)."))

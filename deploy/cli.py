@@ -11,14 +11,14 @@ from servicekit.settings import ENV_PREFIX
 # one extra, so a command whose packages are missing is listed with the extra to install instead of
 # breaking every other command.
 COMMANDS = [
-    ("deploy.stack.commands", "add_parsers", ("up", "down", "status"), "local"),
+    ("deploy.stack.commands", "add_parser", ("up", "down", "status"), "local"),
     ("generators.cli", "add_parser", ("generate",), "generator"),
     ("ingest.cli", "add_parser", ("ingest",), "ingest"),
     ("processing.cli", "add_parser", ("process",), "processing"),
-    ("processing.cli", "add_score_parser", ("anomalies",), "processing"),
     ("storage.cli", "add_parser", ("storage",), "storage"),
     ("dashboards.cli", "add_parser", ("dashboards",), "dashboards"),
     ("deploy.checks.verify", "add_parser", ("verify",), "storage"),
+    ("deploy.checks.anomalies", "add_parser", ("anomalies",), "local"),
     ("deploy.bench.cli", "add_parser", ("bench",), "bench"),
 ]
 
@@ -35,7 +35,15 @@ def _unavailable(sub: argparse._SubParsersAction, name: str, extra: str, missing
     parser.set_defaults(func=fail)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: list[str]) -> str | None:
+    """The command word of ``argv`` (its first argument not an option), if any."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: only the module of the command it names is imported (an image running
+    ``tsdemo process`` needs neither the stack, the checks nor the bench); every module without ``argv``,
+    for help, or for a command word that names none."""
     import importlib
 
     parser = argparse.ArgumentParser(
@@ -47,12 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module, function, names, extra in COMMANDS:
+    chosen = None if argv is None else _chosen(argv)
+    wanted = [c for c in COMMANDS if chosen in c[2]] or COMMANDS
+    for module, function, names, extra in wanted:
         try:
             register = getattr(importlib.import_module(module), function)
         except ModuleNotFoundError as exc:
-            if exc.name and exc.name.split(".")[0] in {m.split(".")[0] for m, *_ in COMMANDS}:
-                raise  # our own module missing is a bug, not an image without an extra
+            # An image installs one extra and copies only what its service runs: a command whose
+            # packages or modules it lacks is listed with what to install instead of breaking the rest.
             for name in names:
                 _unavailable(sub, name, extra, exc.name or "?")
             continue
@@ -65,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # `tsdemo status --json | head` should end quietly, like any Unix tool.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         result = args.func(args)
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ Three detectors, all cheap enough to keep in Spark state for every series of a l
   that value anyway: a run at the value the series last repeated is reported only when, at the rate
   the series repeated values before the run, a run that long is less likely than ``stuck_chance``.
 
-What keeps them quiet on healthy signals (the false positives ``processing.detector_eval`` found):
+What keeps them quiet on healthy signals (the false positives ``deploy.checks.detector_eval`` found):
 
 - A reading equal to the one before (a signal resting at a physical limit, such as 0 ug/m3 or the
   lowest CO2 a sensor reports, a frozen stretch, a coarsely rounded value) does not update the mean

@@ -177,7 +177,7 @@ class Pipeline:
 
     def verify(self, wait_s: float) -> dict[str, Any]:
         out = run_tool("tsdemo verify", tsdemo("verify", "--ledger-path", str(self.ledger), "--wait-s", str(wait_s),
-                                               "--json-output"),
+                                               "--json"),
                        self.env.logs / "e2e-verify.log", self.service_env, timeout_s=wait_s + 120, ok=(0, 1))
         return json.loads(out)
 

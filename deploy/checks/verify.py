@@ -17,12 +17,12 @@ from pathlib import Path
 from pydantic import Field
 
 from servicekit.contract.ledger import BUCKET_MS, LedgerEntry, load_ledger
-from servicekit.settings import add_service_command
+from servicekit.settings import PrintsResults, add_service_command
 from storage.queries import InfluxQuery
 from storage.settings import InfluxSettings
 
 
-class VerifySettings(InfluxSettings):
+class VerifySettings(InfluxSettings, PrintsResults):
     ledger_path: list[Path] = Field(
         [Path(".tsdemo/ledger/generator.json")],
         description="generator ledger file(s); give the flag once per file",
@@ -30,7 +30,6 @@ class VerifySettings(InfluxSettings):
     wait_s: float = Field(0.0, ge=0, description="keep checking up to this long until nothing is missing")
     settle_s: float = Field(90.0, ge=0, description="for a live generator: compare only readings older "
                             "than this (covers watermark, trigger and write delay)")
-    json_output: bool = Field(False, description="print the result as JSON")
 
 
 @dataclass

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from deploy.stack.settings import StackSettings
+from deploy.stack.settings import StackEndpoints, StackPlace, StackSettings, StatusSettings
 from servicekit.settings import add_service_command
 
 COMPONENTS = ("mqtt", "kafka", "influxdb", "processing", "ingest", "generator")
@@ -41,13 +41,13 @@ def port_answers(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def default_endpoints(settings: StackSettings) -> dict[str, str]:
+def default_endpoints(settings: StackEndpoints) -> dict[str, str]:
     h = settings.host
     return {"mqtt": f"mqtt://{h}:{settings.mqtt_port}", "kafka": f"{h}:{settings.kafka_port}",
             "influxdb": f"http://{h}:{settings.influx_port}"}
 
 
-def collect_status(settings: StackSettings) -> dict[str, Any]:
+def collect_status(settings: StackEndpoints) -> dict[str, Any]:
     """``{"components": {name: {"state", "endpoint", "pid"}}}`` for every part of the local stack."""
     from deploy.stack.local import http_ok, read_state
 
@@ -71,9 +71,9 @@ def collect_status(settings: StackSettings) -> dict[str, Any]:
     return {"components": result}
 
 
-def _status(settings: StackSettings, as_json: bool) -> int:
+def _status(settings: StatusSettings) -> int:
     status = collect_status(settings)
-    if as_json:
+    if settings.json_output:
         print(json.dumps(status, indent=2))
     else:
         print(f"{'component':<12}{'state':<11}{'pid':>8}  endpoint")
@@ -229,7 +229,7 @@ def _up_detached(settings: StackSettings) -> int:
     return 1
 
 
-def _down(settings: StackSettings) -> int:
+def _down(settings: StackPlace) -> int:
     from deploy.stack.local import read_state
 
     state_dir = settings.state_dir.resolve()
@@ -254,21 +254,16 @@ def _down(settings: StackSettings) -> int:
     return 0
 
 
-def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_service_command(subparsers, "up", "start the whole local stack and show live progress", StackSettings,
                         _up, description=(
                             "Start Mosquitto, Kafka (KRaft), InfluxDB, storage init, the Spark job, the bridge\n"
                             "and a generator, each once the one before is healthy; show readings/s at each\n"
                             "stage until Ctrl-C, which stops everything cleanly. --detach returns at once."))
     add_service_command(subparsers, "down", "stop a local stack started with `tsdemo up --detach`",
-                        StackSettings, _down)
-    status = add_service_command(subparsers, "status", "state and endpoint of each part of the local stack",
-                                 StackSettings, lambda s: None)
-    status.add_argument("--json", action="store_true", help="print {\"components\": {...}} as JSON")
-    status.set_defaults(func=lambda args: _status(_settings(args), args.json))
-
-
-def _settings(args: argparse.Namespace) -> StackSettings:
-    from servicekit.settings import settings_from_args
-
-    return settings_from_args(StackSettings, args)
+                        StackPlace, _down)
+    add_service_command(subparsers, "status", "state and endpoint of each part of the local stack",
+                        StatusSettings, _status, description=(
+                            "State (running, unhealthy, stopped), pid and endpoint of each part of the local stack;\n"
+                            "--json prints {\"components\": {name: {\"state\", \"endpoint\", \"pid\"}}}. Exits 3\n"
+                            "unless every part is running."))

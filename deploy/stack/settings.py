@@ -6,16 +6,30 @@ from pathlib import Path
 
 from pydantic import Field
 
-from servicekit.settings import ServiceSettings
+from servicekit.settings import PrintsResults, ServiceSettings
 
 
-class StackSettings(ServiceSettings):
+class StackPlace(ServiceSettings):
+    """Where a stack keeps its state: all ``tsdemo down`` needs."""
+
     state_dir: Path = Field(Path(".tsdemo"), description="where logs, data, checkpoints and the ledger live")
+
+
+class StackEndpoints(StackPlace):
+    """Where its servers answer: what ``tsdemo status`` shows for a part that is not running."""
+
     host: str = Field("127.0.0.1", description="address the local servers listen on")
     mqtt_port: int = Field(1883, ge=1, le=65535, description="Mosquitto port")
     kafka_port: int = Field(9092, ge=1, le=65535, description="Kafka broker port")
-    kafka_controller_port: int = Field(9093, ge=1, le=65535, description="Kafka KRaft controller port")
     influx_port: int = Field(8086, ge=1, le=65535, description="InfluxDB HTTP port")
+
+
+class StatusSettings(StackEndpoints, PrintsResults):
+    pass
+
+
+class StackSettings(StackEndpoints):
+    kafka_controller_port: int = Field(9093, ge=1, le=65535, description="Kafka KRaft controller port")
     grafana: bool = Field(True, description="start Grafana with the dashboards when a Grafana server is on PATH")
     grafana_port: int = Field(3000, ge=1, le=65535, description="Grafana port")
     devices: int = Field(20, ge=1, description="devices in the demo fleet")

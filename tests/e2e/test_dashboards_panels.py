@@ -107,7 +107,7 @@ def run(pipeline) -> Run:
                         "-q", "1", "-t", "sensors/lab/bad-1", "-m", message], check=True, timeout=10)
     pipeline.run(["generate", "--devices", "8", "--sites", "2", "--rate", "400", "--count", str(READINGS),
                   "--batch", "4"], {"TSDEMO_CLIENT_ID": "gen-dashboards", "TSDEMO_LEDGER_PATH": str(ledger_path)})
-    result = pipeline.run(["verify", "--ledger-path", str(ledger_path), "--wait-s", "120", "--json-output"],
+    result = pipeline.run(["verify", "--ledger-path", str(ledger_path), "--wait-s", "120", "--json"],
                           check=False)
     report = json.loads(result.stdout)
     assert report["lost"] == 0 and report["double_counted"] == 0, report

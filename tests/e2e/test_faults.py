@@ -106,7 +106,7 @@ def run_stream_with_faults(pipeline, faults: list[tuple[str, Callable[[], None]]
     generator = pipeline.services["generator"]
     assert generator.stop() == 0, generator.tail()
     duration = time.monotonic() - started
-    result = pipeline.run(["verify", "--ledger-path", str(ledger), "--wait-s", "240", "--json-output"], check=False)
+    result = pipeline.run(["verify", "--ledger-path", str(ledger), "--wait-s", "240", "--json"], check=False)
     report = json.loads(result.stdout)
     print("recovery seconds:", recovery, "verify:", {k: report[k] for k in ("expected", "stored", "lost",
                                                                             "double_counted")})

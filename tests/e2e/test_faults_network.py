@@ -54,6 +54,6 @@ def test_latency_refusals_and_resets_between_hops_lose_nothing(pipeline, influx_
         assert generator.stop() == 0, generator.tail()
     finally:
         mqtt_proxy.stop()
-    result = pipeline.run(["verify", "--ledger-path", str(ledger), "--wait-s", "240", "--json-output"], check=False)
+    result = pipeline.run(["verify", "--ledger-path", str(ledger), "--wait-s", "240", "--json"], check=False)
     report = json.loads(result.stdout)
     assert report["lost"] == 0 and report["double_counted"] == 0 and report["expected"] > 0, report

@@ -147,7 +147,7 @@ def test_detections_are_scored_against_the_generators_ground_truth(pipeline):
     assert labels.exists() and labels.read_text().strip()
 
     def scored():
-        result = pipeline.run(["anomalies", "score", "--labels-path", str(labels), "--json-output"])
+        result = pipeline.run(["anomalies", "score", "--labels-path", str(labels), "--json"])
         return json.loads(result.stdout)
 
     report = wait_for(lambda: (lambda r: r if r["detections"] and r["per_kind"].get("spike", {}).get("found")

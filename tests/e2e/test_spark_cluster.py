@@ -38,7 +38,7 @@ def test_the_job_runs_unchanged_on_a_standalone_cluster(pipeline, spark_cluster)
     ledger = pipeline.workdir / "ledger.json"
     pipeline.run(["generate", "--devices", "6", "--sites", "2", "--rate", "300", "--count", "900"],
                  {"TSDEMO_CLIENT_ID": "gen-cluster", "TSDEMO_LEDGER_PATH": str(ledger)})
-    result = pipeline.run(["verify", "--ledger-path", str(ledger), "--wait-s", "180", "--json-output"], check=False)
+    result = pipeline.run(["verify", "--ledger-path", str(ledger), "--wait-s", "180", "--json"], check=False)
     report = json.loads(result.stdout)
     assert report["lost"] == 0 and report["double_counted"] == 0 and report["expected"] > 900, report
     # The work ran on the cluster's executor, not in a local[*] driver.

@@ -29,7 +29,7 @@ def test_generated_readings_are_stored_exactly_per_device_and_metric(pipeline):
                   "--batch", "4"], gen_env)
     header = json.loads(ledger.read_text())
     assert header["published"] == 2000 and header["complete"]
-    result = pipeline.run(["verify", "--ledger-path", str(ledger), "--wait-s", "120", "--json-output"],
+    result = pipeline.run(["verify", "--ledger-path", str(ledger), "--wait-s", "120", "--json"],
                           check=False)
     report = json.loads(result.stdout)
     assert report["lost"] == 0 and report["double_counted"] == 0, report
@@ -103,7 +103,7 @@ def test_a_bridge_retiring_mid_stream_loses_no_reading_end_to_end(pipeline):
     assert generator.wait(120) == 0
     header = json.loads(ledger.read_text())
     assert header["published"] == before + 4000 and header["complete"]
-    result = pipeline.run(["verify", "--ledger-path", str(ledger), "--wait-s", "120", "--json-output"], check=False)
+    result = pipeline.run(["verify", "--ledger-path", str(ledger), "--wait-s", "120", "--json"], check=False)
     report = json.loads(result.stdout)
     assert report["lost"] == 0 and report["double_counted"] == 0, report
     assert result.returncode == 0

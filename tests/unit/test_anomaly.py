@@ -145,9 +145,9 @@ def test_the_settings_reach_the_detectors():
 )
 def test_the_harness_on_a_seeded_fleet_meets_precision_and_recall_floors(fleet, floors):
     pytest.importorskip("faker")
-    from processing.detector_eval import evaluate, settings_model
+    from deploy.checks.detector_eval import EvaluateSettings, evaluate
 
-    result = evaluate(settings_model()(**fleet)).score()
+    result = evaluate(EvaluateSettings(**fleet)).score()
     assert result.precision >= floors["precision"]
     assert result.recall >= floors["recall"]
     for kind in ("spike", "stuck_at", "drift"):

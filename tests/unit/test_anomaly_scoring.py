@@ -2,7 +2,7 @@
 
 import pytest
 
-from processing.scoring import score
+from deploy.checks.scoring import score
 
 
 def label(dev, metric, seq, kind, episode, boot=0):

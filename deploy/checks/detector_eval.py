@@ -1,6 +1,6 @@
 """Offline evaluation of the anomaly detectors: the real generator's readings and labels, no servers.
 
-``tsdemo anomalies evaluate`` (or ``python -m processing.detector_eval``) renders a seeded fleet with
+``tsdemo anomalies evaluate`` renders a seeded fleet with
 ``generators.render.render_messages`` -- the exact messages, faults and ground-truth labels a
 ``tsdemo generate`` run would publish, on a synthetic clock -- and replays what the Spark job's anomaly
 query would see:
@@ -12,14 +12,12 @@ query would see:
   the order across batches is arrival order, so out-of-order and backlogged readings stay out of order;
 - every value goes through ``processing.anomaly.observe`` with state kept per (device, metric).
 
-The detections are scored with ``processing.scoring.score``: per detector and per anomaly kind, and
+The detections are scored with ``deploy.checks.scoring.score``: per detector and per anomaly kind, and
 every false positive is given the likeliest cause from what the series was doing (see ``CAUSES``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -28,11 +26,12 @@ from typing import Any
 
 from pydantic import Field, create_model
 
+from deploy.checks.scoring import Score, percent, score
+from generators.settings import GeneratorSettings
 from processing.anomaly import DetectorConfig, SeriesState, observe
-from processing.scoring import Score, score
 from processing.settings import ProcessingSettings, duration_ms
 from servicekit.contract.labels import UNSEEABLE_KINDS
-from servicekit.settings import ServiceSettings, add_service_command
+from servicekit.settings import PrintsResults
 
 #: Why a detection on an unlabelled reading fired, in the order they are tried (the first that fits). The
 #: detector's memory: the series' last max(warmup, 2 / alpha) readings (40 by default). A skewed clock is
@@ -70,19 +69,16 @@ def _fields(model: Any, names: Iterable[str], **defaults: Any) -> dict[str, Any]
     return out
 
 
-def settings_model() -> type[ServiceSettings]:
-    from generators.settings import GeneratorSettings
-
+def settings_model() -> type[PrintsResults]:
     return create_model(  # type: ignore[call-overload,no-any-return]
         "EvaluateSettings",
-        __base__=ServiceSettings,
+        __base__=PrintsResults,
         __doc__="Settings of ``tsdemo anomalies evaluate``.",
         count=(int, Field(4000, ge=1, description="readings to generate (the whole fleet's)")),
         start_ms=(int, Field(1_700_000_000_000, description="event time of the first reading (epoch ms): "
                              "where in the daily cycle the run starts")),
         examples=(int, Field(0, ge=0, description="print this many false positives and missed episodes with "
                                               "the values around them")),
-        json_output=(bool, Field(False, description="print the report as JSON")),
         # The e2e scoring run's fleet (tests/e2e/test_processing.py) with 1 % anomalies.
         **_fields(GeneratorSettings, GENERATOR_FIELDS, devices=6, sites=2, rate=500.0, seed=11, anomaly_rate=0.01),
         **_fields(ProcessingSettings, PROCESSING_FIELDS),
@@ -240,7 +236,7 @@ def evaluate(settings: Any) -> Evaluation:
 
 
 def report(ev: Evaluation) -> dict[str, Any]:
-    """``processing.scoring``'s scores, plus per detector its precision and the episodes of each kind it
+    """``deploy.checks.scoring``'s scores, plus per detector its precision and the episodes of each kind it
     found, per kind the detections on its readings, and the false positives by cause and by detector,
     device type, metric and cause."""
     per_detector = {}
@@ -266,23 +262,19 @@ def report(ev: Evaluation) -> dict[str, Any]:
     }
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
 def print_report(r: dict[str, Any], out: Any = sys.stdout) -> None:
     def say(line: str) -> None:
         print(line, file=out)
 
-    say(f"{r['readings']} readings fed; precision {_pct(r['precision'])} ({r['true_detections']} of "
-        f"{r['detections']} detections on labelled readings), recall {_pct(r['recall'])} of episodes")
+    say(f"{r['readings']} readings fed; precision {percent(r['precision'])} ({r['true_detections']} of "
+        f"{r['detections']} detections on labelled readings), recall {percent(r['recall'])} of episodes")
     detectors = list(r["per_detector"])
     say(f"  {'kind':<9} {'found':>11} {'recall':>7} {'detections':>11}  " + " ".join(f"{d:>7}" for d in detectors))
     for kind, k in r["per_kind"].items():
-        say(f"  {kind:<9} {k['found']:>4} of {k['episodes']:<4} {_pct(k['recall']):>7} {k['detections']:>11}  "
+        say(f"  {kind:<9} {k['found']:>4} of {k['episodes']:<4} {percent(k['recall']):>7} {k['detections']:>11}  "
             + " ".join(f"{r['per_detector'][d]['found'].get(kind, 0):>7}" for d in detectors))
     for detector, v in r["per_detector"].items():
-        say(f"  {detector:<9} precision {_pct(v['precision'])} of {v['detections']} detections")
+        say(f"  {detector:<9} precision {percent(v['precision'])} of {v['detections']} detections")
     fp = r["false_positives"]
     if fp["by_cause"]:
         say("false positives by cause:")
@@ -296,6 +288,10 @@ def print_report(r: dict[str, Any], out: Any = sys.stdout) -> None:
 def _values(history: list[Fed], lo: int, hi: int, mark: set[int]) -> str:
     return " ".join(f"[{f.value:g}]" if i in mark else f"{f.value:g}"
                     for i, f in enumerate(history[max(0, lo):hi], start=max(0, lo)))
+
+
+#: ``tsdemo anomalies evaluate``'s settings: its own, and the generator's and processing's it takes over.
+EvaluateSettings = settings_model()
 
 
 def print_examples(ev: Evaluation, n: int, out: Any = sys.stdout) -> None:
@@ -319,40 +315,3 @@ def print_examples(ev: Evaluation, n: int, out: Any = sys.stdout) -> None:
         print(f"missed {e[0]['kind']} {e[0]['device_id']} {e[0]['metric']} boot {e[0]['boot']} seq {e[0]['seq']} "
               f"({len(e)} readings; normal {e[0]['normal']:g}): {where}", file=out)
 
-
-def _run(settings: Any) -> int:
-    ev = evaluate(settings)
-    r = report(ev)
-    if settings.json_output:
-        print(json.dumps(r, indent=2))
-    else:
-        print_report(r)
-        print_examples(ev, settings.examples)
-    return 0
-
-
-DESCRIPTION = (
-    "Run the anomaly detectors offline on a seeded fleet rendered by the real generator (faults,\n"
-    "labels, out-of-order and duplicate readings as a live run sends them), fed as the Spark job's\n"
-    "anomaly query would feed them, and score them against the labels: precision and recall per\n"
-    "detector and anomaly kind, and the false positives by cause. No broker, Kafka or Spark.\n"
-    "The clock is synthetic: a device reads every --devices / --rate seconds (the defaults are the\n"
-    "e2e scoring run's fleet; --rate 0.1 makes it one reading a minute, through the daily cycle)."
-)
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    add_service_command(subparsers, "evaluate", "precision and recall of the detectors on a simulated fleet, "
-                        "offline", settings_model(), _run, description=DESCRIPTION)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m processing.detector_eval")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = parser.parse_args(["evaluate", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -77,6 +77,11 @@ def score(labels: Iterable[dict[str, Any]], detections: Iterable[Key]) -> Score:
     return result
 
 
+def percent(x: float | None) -> str:
+    """A precision or recall as printed: one decimal, "n/a" when there was nothing to count."""
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
 def stored_detections(query: Any, since_ms: int | None = None) -> list[Key]:
     """The anomalies processing stored, as keys; ``query`` is a storage.queries.InfluxQuery."""
     where = f" WHERE time >= {since_ms}ms" if since_ms is not None else ""
