@@ -11,11 +11,12 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from deploy.stack.settings import StackEndpoints, StackPlace, StackSettings, StatusSettings
+from servicekit.contract.influx import STAGE_BRIDGED, STAGE_PUBLISHED, STAGE_STORED
+from servicekit.contract.metrics import PROCESSING_INPUT_ROWS_PER_SECOND
 from servicekit.settings import add_service_command
 
 COMPONENTS = ("mqtt", "kafka", "influxdb", "processing", "ingest", "generator")
@@ -83,82 +84,46 @@ def _status(settings: StatusSettings) -> int:
 
 
 # -- progress --------------------------------------------------------------------------------------
-def _metric(url: str, name: str, labels: dict[str, str] | None = None) -> float | None:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as resp:  # noqa: S310 (our own local URL)
-            text = resp.read().decode()
-    except OSError:
-        return None
-    total = None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
-                total = (total or 0.0) + sample.value
-    return total
-
-
 class Progress:
-    """Readings/s at each stage, from each service's metrics and InfluxDB's stored counts."""
+    """Readings/s at each stage, from the services' own counters: what the stage collector writes."""
+
+    LABELS = {STAGE_PUBLISHED: "published", STAGE_BRIDGED: "bridged msgs", STAGE_STORED: "stored"}
 
     def __init__(self, stack: Any) -> None:
-        from storage.queries import InfluxQuery
-        from storage.settings import InfluxSettings
-        from storage.writer import InfluxWriter
+        from storage.stages import StageCollector
 
-        self.stack = stack
-        settings = InfluxSettings(influx_url=stack.service_env()["TSDEMO_INFLUX_URL"], influx_retry_max_s=2)
-        self.influx = InfluxQuery(settings)
-        self.writer = InfluxWriter(settings)
+        self.urls = metrics_urls(stack)
+        self.collector = StageCollector(self.urls, timeout_s=1.0)
         self.last: dict[str, float] = {}
         self.last_t = time.monotonic()
 
-    def _counters(self) -> dict[str, float | None]:
-        svc = self.stack.services
-        base = {name: s.health_url.rsplit("/", 1)[0] + "/metrics" for name, s in svc.items()}
-        stored = None
-        try:
-            rows = self.influx.query('SELECT sum("count") AS n FROM "device_window" WHERE time > now() - 1h')
-            stored = float(rows[0]["n"]) if rows else 0.0
-        except Exception:  # progress is best effort; a hiccup must not stop the stack
-            stored = None
-        counters = {
-            "published": _metric(base["generator"], "tsdemo_generator_readings_acked_total"),
-            "bridged msgs": _metric(base["ingest"], "tsdemo_ingest_forwarded_total"),
-            "stored samples": stored,
-        }
-        self._record_stages(counters, _metric(base["ingest"], "tsdemo_ingest_rejected_total"))
-        return counters
-
-    def _record_stages(self, counters: dict[str, float | None], rejected: float | None) -> None:
-        """The stage counters into measurement ``stage`` (the pipeline dashboard's published-vs-stored)."""
-        now = int(time.time() * 1000)
-        totals = {"published": counters["published"], "bridged": counters["bridged msgs"], "rejected": rejected}
-        points = [{"measurement": "stage", "tags": {"stage": stage}, "fields": {"total": float(total)}, "time": now}
-                  for stage, total in totals.items() if total is not None]
-        try:
-            self.writer.write(points)
-        except Exception:  # progress is best effort; InfluxDB being down must not stop the stack
-            pass
-
     def line(self) -> str:
+        from servicekit.scrape import ScrapeError, scrape_sum
+
         now = time.monotonic()
-        counters = self._counters()
+        totals = self.collector.totals()
         dt = max(now - self.last_t, 1e-6)
         parts = []
-        for name, value in counters.items():
+        for stage, label in self.LABELS.items():
+            value = totals.get(stage)
             if value is None:
-                parts.append(f"{name} -")
+                parts.append(f"{label} -")
                 continue
-            rate = (value - self.last.get(name, value)) / dt
-            self.last[name] = value
-            parts.append(f"{name} {rate:,.0f}/s ({value:,.0f})")
-        spark = _metric(self.stack.services["processing"].health_url.rsplit("/", 1)[0] + "/metrics",
-                        "tsdemo_processing_input_rows_per_second", {"query": "windows"})
-        parts.append(f"spark in {spark:,.0f} msgs/s" if spark is not None else "spark -")
+            rate = (value - self.last.get(stage, value)) / dt
+            self.last[stage] = value
+            parts.append(f"{label} {rate:,.0f}/s ({value:,.0f})")
+        try:
+            spark = scrape_sum(self.urls["processing"], {PROCESSING_INPUT_ROWS_PER_SECOND}, 1.0)
+            parts.append(f"spark in {spark[PROCESSING_INPUT_ROWS_PER_SECOND]:,.0f} msgs/s")
+        except ScrapeError:
+            parts.append("spark -")
         self.last_t = now
         return " | ".join(parts)
+
+
+def metrics_urls(stack: Any) -> dict[str, list[str]]:
+    """Each of the stack's services' /metrics URL, by component (what the stage collector reads)."""
+    return {name: [s.health_url.rsplit("/", 1)[0] + "/metrics"] for name, s in stack.services.items()}
 
 
 # -- up / down ------------------------------------------------------------------------------------

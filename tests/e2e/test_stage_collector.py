@@ -19,11 +19,11 @@ from storage.settings import InfluxSettings
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 
-def wait_until(cond, what: str, timeout: float = 120.0) -> None:
+def wait_until(cond, what: str, timeout: float = 120.0, detail=str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{detail()}")
         time.sleep(1.0)
 
 
@@ -44,7 +44,7 @@ def test_the_dashboards_stage_query_returns_published_bridged_and_stored(pipelin
     generator = pipeline.start("generator", "generate", {
         "TSDEMO_DEVICES": "12", "TSDEMO_SITES": "2", "TSDEMO_RATE": "120", "TSDEMO_CLIENT_ID": "gen-stages",
         "TSDEMO_LEDGER_PATH": str(ledger_path), "TSDEMO_LEDGER_FLUSH_S": "0.5"})
-    pipeline.start("stages", ["storage", "stages"], {
+    stages = pipeline.start("stages", ["storage", "stages"], {
         "TSDEMO_GENERATOR_METRICS_URLS": _metrics_url(generator),
         "TSDEMO_INGEST_METRICS_URLS": _metrics_url(pipeline.services["ingest"]),
         "TSDEMO_PROCESSING_METRICS_URLS": _metrics_url(pipeline.services["processing"]),
@@ -62,8 +62,13 @@ def test_the_dashboards_stage_query_returns_published_bridged_and_stored(pipelin
                 per_stage[row["stage"]] = max(per_stage.get(row["stage"], 0.0), row["per_second"])
         return per_stage
 
+    def totals() -> dict[str, float]:
+        rows = query.query(f'SELECT last("total") AS "total" FROM "{STAGE}" GROUP BY "stage"')
+        return {r["stage"]: r["total"] for r in rows}
+
     wanted = {STAGE_PUBLISHED, STAGE_BRIDGED, STAGE_STORED}
-    wait_until(lambda: all(rates().get(s, 0) > 0 for s in wanted), "a rate for each of " + ", ".join(sorted(wanted)))
+    wait_until(lambda: all(rates().get(s, 0) > 0 for s in wanted), "a rate for each of " + ", ".join(sorted(wanted)),
+               detail=lambda: f"rates {rates()}, totals {totals()}\n{stages.tail()}")
     seen = rates()
     # 120 readings/s published, one reading per message: each stage's peak 5 s bucket is near that rate.
     assert all(20 < seen[s] < 1000 for s in wanted), seen
@@ -72,10 +77,6 @@ def test_the_dashboards_stage_query_returns_published_bridged_and_stored(pipelin
     assert generator.stop() == 0
     published = int(load_ledger(ledger_path).header["published"])
     assert published > 0
-
-    def totals() -> dict[str, float]:
-        rows = query.query(f'SELECT last("total") AS "total" FROM "{STAGE}" GROUP BY "stage"')
-        return {r["stage"]: r["total"] for r in rows}
 
     wait_until(lambda: totals().get(STAGE_BRIDGED) == published and totals().get(STAGE_STORED) == published,
                f"bridged and stored to reach the {published} readings published")
