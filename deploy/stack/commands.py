@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from deploy.services.components import PIPELINE, SERVERS
 from deploy.stack.settings import StackSettings
 from servicekit.settings import add_service_command
 
-COMPONENTS = ("mqtt", "kafka", "influxdb", "processing", "ingest", "generator")
+COMPONENTS = (*SERVERS[:3], *PIPELINE)  # grafana only when the stack runs one
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -49,7 +49,8 @@ def default_endpoints(settings: StackSettings) -> dict[str, str]:
 
 def collect_status(settings: StackSettings) -> dict[str, Any]:
     """``{"components": {name: {"state", "endpoint", "pid"}}}`` for every part of the local stack."""
-    from deploy.stack.local import http_ok, read_state
+    from deploy.services.process import http_ok
+    from deploy.stack.local import read_state
 
     state = read_state(settings.state_dir.resolve()) or {"components": {}}
     defaults = default_endpoints(settings)
@@ -84,19 +85,12 @@ def _status(settings: StackSettings, as_json: bool) -> int:
 
 # -- progress --------------------------------------------------------------------------------------
 def _metric(url: str, name: str, labels: dict[str, str] | None = None) -> float | None:
-    from prometheus_client.parser import text_string_to_metric_families
+    from deploy.services.process import http_get, metric_value
 
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as resp:  # noqa: S310 (our own local URL)
-            text = resp.read().decode()
+        return metric_value(http_get(url, timeout=1.0)[1].decode(), name, labels)
     except OSError:
         return None
-    total = None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
-                total = (total or 0.0) + sample.value
-    return total
 
 
 class Progress:
@@ -204,33 +198,40 @@ def _has_java() -> bool:
 
 
 def _up_detached(settings: StackSettings) -> int:
+    from deploy.services.process import ChildError, spawn, tsdemo
+    from deploy.wait import wait_until
+
     state_dir = settings.state_dir.resolve()
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "logs" / "stack.log"
-    env = {**os.environ, "TSDEMO_DETACH": "false", "TSDEMO_STATE_DIR": str(state_dir)}
-    args = [sys.executable, "-m", "deploy.cli", "up", "--no-detach"]
+    env = {"TSDEMO_DETACH": "false", "TSDEMO_STATE_DIR": str(state_dir)}
+    args = tsdemo("up", "--no-detach")
     for name in StackSettings.model_fields:
         if name not in ("detach", "state_dir"):
             env["TSDEMO_" + name.upper()] = str(getattr(settings, name))
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    print(f"starting the stack in the background (supervisor pid {proc.pid}, log {log_path}) ...")
-    deadline = time.monotonic() + settings.ready_timeout_s * 6
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            print(f"tsdemo up: the stack failed to start:\n{Path(log_path).read_text()[-3000:]}", file=sys.stderr)
-            return 1
-        status = collect_status(settings)["components"]
-        if all(c["state"] == "running" for c in status.values()):
-            print("the stack is up; `tsdemo status` shows it, `tsdemo down` stops it")
-            return 0
-        time.sleep(1.0)
-    print("tsdemo up: timed out waiting for the stack; see " + str(log_path), file=sys.stderr)
-    return 1
+    supervisor = spawn("the stack", args, log_path, env, inherit_settings=True)
+    print(f"starting the stack in the background (supervisor pid {supervisor.pid}, log {log_path}) ...")
+
+    def up() -> bool:
+        if not supervisor.running():
+            raise ChildError(supervisor.tail(40))
+        return all(c["state"] == "running" for c in collect_status(settings)["components"].values())
+
+    try:
+        wait_until(up, settings.ready_timeout_s * 6, "the stack", every=1.0)
+    except ChildError as exc:
+        print(f"tsdemo up: the stack failed to start:\n{exc}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print("tsdemo up: timed out waiting for the stack; see " + str(log_path), file=sys.stderr)
+        return 1
+    print("the stack is up; `tsdemo status` shows it, `tsdemo down` stops it")
+    return 0
 
 
 def _down(settings: StackSettings) -> int:
     from deploy.stack.local import read_state
+    from deploy.wait import wait_until
 
     state_dir = settings.state_dir.resolve()
     state = read_state(state_dir)
@@ -241,9 +242,8 @@ def _down(settings: StackSettings) -> int:
     if pid_alive(sup):
         os.kill(sup, signal.SIGTERM)
         print(f"stopping the stack (supervisor pid {sup}) ...")
-        deadline = time.monotonic() + 180
-        while pid_alive(sup) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not pid_alive(sup), 180, "the stack's supervisor to exit", every=0.5)
     # Anything the supervisor could not stop (it was killed, say) goes now.
     for name, comp in state["components"].items():
         if pid_alive(comp.get("pid")):

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from deploy.servers import stop_process
-from deploy.validate import tools
-from deploy.validate.compose import (
+from tests.support.validate import tools
+from tests.support.validate.compose import (
     COMPOSE_DIR,
     REPO,
     Stage,
@@ -27,8 +27,6 @@ from deploy.validate.compose import (
     load,
     read_dotenv,
 )
-
-pytestmark = pytest.mark.integration
 
 IMAGES = REPO / "deploy" / "images"
 # One Dockerfile, one target per image (the other stages are shared by them).

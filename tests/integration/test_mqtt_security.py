@@ -17,8 +17,6 @@ import pytest
 from deploy.servers import Mosquitto, free_port
 from deploy.servers.mqtt_security import DEPLOYED_CONFIG, MqttSecurity, MqttTls, run_auth_script
 
-pytestmark = pytest.mark.integration
-
 BRIDGE, FLEET, DEVICE = (secrets.token_urlsafe(16) for _ in range(3))
 SECURITY = MqttSecurity(bridge_password=BRIDGE, fleet_password=FLEET, devices={"dev-7": DEVICE})
 

@@ -1,4 +1,4 @@
-"""deploy/validate/compose.py reading a multi-stage Dockerfile: a build target's ENV, ENTRYPOINT, CMD, USER
+"""tests/support/validate/compose.py reading a multi-stage Dockerfile: a build target's ENV, ENTRYPOINT, CMD, USER
 and HEALTHCHECK through the chain of stages it is built FROM, and compose services that name a target."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.validate import compose as C
+from tests.support.validate import compose as C
 
 DOCKERFILE = """\
 # syntax=docker/dockerfile:1.7

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas" / "marathon"
-DCOS_DIR = Path(__file__).resolve().parents[1] / "dcos"
+DCOS_DIR = Path(__file__).resolve().parents[3] / "deploy" / "dcos"
 
 
 def validator(kind: str):  # -> jsonschema.Validator

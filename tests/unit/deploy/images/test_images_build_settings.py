@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "images" / "build_settings.py"
+SCRIPT = Path(__file__).resolve().parents[4] / "deploy" / "images" / "build_settings.py"
 spec = importlib.util.spec_from_file_location("build_settings", SCRIPT)
 build_settings = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(build_settings)

@@ -7,7 +7,7 @@ import json
 from generators.ledger import Ledger, load_ledger
 from generators.render import render_messages, write_payloads
 from generators.settings import GeneratorSettings
-from generators.tally import Tally
+from tests.support.tally import Tally
 
 START = 1_800_000_000_000
 

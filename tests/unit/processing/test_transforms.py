@@ -124,7 +124,7 @@ def test_the_bad_input_corpus_classifies_as_its_manifest_says(spark):
     (the e2e test sends the same files through the whole pipeline; this pins the parser on its own)."""
     from pathlib import Path
 
-    corpus = Path(__file__).resolve().parents[1] / "corpus"
+    corpus = Path(__file__).resolve().parents[2] / "corpus"
     manifest = json.loads((corpus / "manifest.json").read_text())
     for name, expect in sorted(manifest.items()):
         if name.endswith(".gen"):

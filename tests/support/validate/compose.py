@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-COMPOSE_DIR = Path(__file__).resolve().parents[1] / "compose"
-REPO = COMPOSE_DIR.parents[1]
+REPO = Path(__file__).resolve().parents[3]
+COMPOSE_DIR = REPO / "deploy" / "compose"
 
 _VAR = re.compile(r"\$(?:\$|\{(?P<braced>[^}]+)\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))")
 _BRACED = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:-|-|:\?|\?|:\+|\+)(?P<arg>.*))?$", re.S)

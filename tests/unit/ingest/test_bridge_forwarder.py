@@ -265,4 +265,3 @@ def test_while_draining_new_messages_are_neither_forwarded_nor_acknowledged(brid
     assert bridge.acks_sent == []
 
 
-

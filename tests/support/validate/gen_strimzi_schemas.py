@@ -5,7 +5,7 @@ generated from (io.strimzi:api) and the generator (io.strimzi:crd-generator) to 
 that generator exactly as Strimzi's build does, then keeps each CRD's openAPIV3Schema without the
 descriptions (the schema is what validation needs; descriptions are most of the bytes).
 
-    python -m deploy.validate.gen_strimzi_schemas [--version 1.2.0] [--java /path/to/java21+]
+    python -m tests.support.validate.gen_strimzi_schemas [--version 1.2.0] [--java /path/to/java21+]
 
 Needs Java 21 or newer (crd-generator's class files), pyspark's Ivy jar and Maven Central.
 """
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from deploy.servers.artifacts import ivy_jar
-from deploy.validate.compose import COMPOSE_DIR, read_dotenv
+from tests.support.validate.compose import COMPOSE_DIR, read_dotenv
 
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 # kind -> the model class in io.strimzi:api 1.x
@@ -78,7 +78,7 @@ def generate(version: str, java: str, out: Path) -> None:
 
 def write_schemas(crd: dict, kind: str, out: Path, source: str) -> None:
     """Each served version's openAPIV3Schema of ``crd``, descriptions stripped, as
-    ``<kind>-<group>-<version>.json`` in ``out`` (what deploy/validate/kubernetes.py reads)."""
+    ``<kind>-<group>-<version>.json`` in ``out`` (what tests/support/validate/kubernetes.py reads)."""
     out.mkdir(parents=True, exist_ok=True)
     for ver in crd["spec"]["versions"]:
         if not ver.get("served", True):
