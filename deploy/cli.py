@@ -35,7 +35,10 @@ def _unavailable(sub: argparse._SubParsersAction, name: str, extra: str, missing
     parser.set_defaults(func=fail)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The whole command line; given ``argv``, only the module of the command it names is imported (the
+    others are listed by name), so `tsdemo generate` in the generator's image never imports the bench,
+    the stack or the checks, nor needs them to be there."""
     import importlib
 
     parser = argparse.ArgumentParser(
@@ -47,13 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    wanted = next((a for a in argv or () if not a.startswith("-")), None)
+    known = {name for *_, names, _ in COMMANDS for name in names}
     for module, function, names, extra in COMMANDS:
+        if wanted in known and wanted not in names:
+            for name in names:  # not the command run: its name only (its module stays unimported)
+                sub.add_parser(name, add_help=False)
+            continue
         try:
             register = getattr(importlib.import_module(module), function)
         except ModuleNotFoundError as exc:
-            if exc.name and exc.name.split(".")[0] in {m.split(".")[0] for m, *_ in COMMANDS}:
-                raise  # our own module missing is a bug, not an image without an extra
-            for name in names:
+            ours = {m.split(".")[0] for m, *_ in COMMANDS}
+            if exc.name and exc.name.split(".")[0] in ours and not module.startswith(exc.name):
+                raise  # a module of ours missing under one that is there is a bug
+            for name in names:  # a third-party package, or a whole room this image does not ship
                 _unavailable(sub, name, extra, exc.name or "?")
             continue
         register(sub)
@@ -65,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # `tsdemo status --json | head` should end quietly, like any Unix tool.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     try:
         result = args.func(args)
     except KeyboardInterrupt:

@@ -150,9 +150,12 @@ class ManagedServer(ABC):
         """The server's stdout and stderr, appended to across restarts."""
         return self.state_dir / f"{self.name}.out"
 
+    #: the server's own log file, when it writes one besides its console output
+    log_path: Path | None = None
+
     @property
     def log_files(self) -> list[Path]:
-        return [self.console_log]
+        return [self.console_log] if self.log_path is None else [self.console_log, self.log_path]
 
     # -- lifecycle -------------------------------------------------------------------------------------
     @property

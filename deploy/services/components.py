@@ -23,7 +23,7 @@ class Endpoints:
     mqtt_host: str
     mqtt_port: int
     kafka_bootstrap: str
-    influx_url: str
+    influx_url: str | None = None
     kafka_topic: str | None = None
     kafka_dlq_topic: str | None = None
     influx_database: str | None = None

@@ -11,7 +11,7 @@ from pathlib import Path
 from kafka import KafkaConsumer
 
 from deploy.wait import wait_until
-from tests.e2e.mqtt_publish import publish_all
+from tests.support.mqtt_publish import publish_all
 
 CORPUS = Path(__file__).resolve().parents[1] / "corpus"
 

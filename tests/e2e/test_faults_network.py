@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.tcp_proxy import FaultyProxy
+from tests.support.tcp_proxy import FaultyProxy
 
 pytestmark = pytest.mark.faults
 

@@ -12,7 +12,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from deploy.wait import wait_until
-from tests.e2e.mqtt_publish import publish_all, reading
+from tests.support.mqtt_publish import publish_all, reading
 
 
 def influx(pipeline):

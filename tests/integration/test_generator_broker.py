@@ -222,13 +222,11 @@ def test_a_replayed_file_arrives_rebased_with_fresh_ids(mosquitto, tmp_path):
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
-def test_a_broker_restart_mid_run_loses_nothing_the_ledger_counts(tmp_path, how):
+def test_a_broker_restart_mid_run_loses_nothing_the_ledger_counts(tmp_path, mosquitto_factory, how):
     """SIGTERM lets Mosquitto save its store; SIGKILL loses what it acknowledged since its last
     autosave, which the generator's resend after the reconnect must cover even when the broker stays
     down longer than the resend window."""
-    broker = Mosquitto(tmp_path / "mosquitto", free_port())
-    broker.start()
-    broker.wait_ready()
+    broker = mosquitto_factory()
     sub = Subscriber(broker.host, broker.port, f"sub-{tmp_path.name}", persistent=True)
     try:
         s = gen_settings(broker, tmp_path, devices=20, sites=2, batch=2, rate=500, duration_s=10,
@@ -252,7 +250,6 @@ def test_a_broker_restart_mid_run_loses_nothing_the_ledger_counts(tmp_path, how)
         tally = sub.tally()
     finally:
         sub.close()
-        broker.stop()
     report = result["report"]
     assert report.unacknowledged == 0 and report.readings_acked == report.generated
     assert_ledger_matches(s.ledger_path, tally)
@@ -277,32 +274,27 @@ def make_pki(d: Path) -> None:
                  "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
 
 
-def test_tls_with_a_client_certificate_and_a_password(tmp_path):
+def test_tls_with_a_client_certificate_and_a_password(tmp_path, mosquitto_factory):
     # The deployed broker configuration with its TLS listener asking for client certificates too.
     pki = tmp_path / "pki"
     make_pki(pki)
     password = secrets.token_urlsafe(16)
     tls_port = free_port()
-    broker = Mosquitto(tmp_path / "mosquitto", free_port(), security=MqttSecurity(
+    broker = mosquitto_factory(security=MqttSecurity(
         bridge_password=secrets.token_urlsafe(16), fleet_password=password,
         tls=MqttTls(pki, tls_port, require_certificate=True)))
-    broker.start()
-    broker.wait_ready()
     tls = dict(mqtt_port=tls_port, mqtt_tls=True, mqtt_ca_file=pki / "ca.crt", mqtt_cert_file=pki / "client.crt",
                mqtt_key_file=pki / "client.key")
-    try:
-        (tmp_path / "password").write_text(password + "\n")
-        good = gen_settings(broker, tmp_path / "good", devices=6, sites=2, rate=500, count=600, batch=3,
-                            mqtt_username=FLEET_USER, mqtt_password_file=tmp_path / "password", **tls)
-        report = run(good)
-        assert report.readings_acked == 600 and load_ledger(good.ledger_path).header["published"] == 600
-        bad = gen_settings(broker, tmp_path / "bad", devices=6, sites=2, rate=500, count=60, mqtt_username=FLEET_USER,
-                           mqtt_password="wrong", drain_timeout_s=2, **tls)
-        refused = run(bad)
-        assert refused.readings_acked == 0 and refused.unacknowledged == 60
-        assert load_ledger(bad.ledger_path).header["published"] == 0
-    finally:
-        broker.stop()
+    (tmp_path / "password").write_text(password + "\n")
+    good = gen_settings(broker, tmp_path / "good", devices=6, sites=2, rate=500, count=600, batch=3,
+                        mqtt_username=FLEET_USER, mqtt_password_file=tmp_path / "password", **tls)
+    report = run(good)
+    assert report.readings_acked == 600 and load_ledger(good.ledger_path).header["published"] == 600
+    bad = gen_settings(broker, tmp_path / "bad", devices=6, sites=2, rate=500, count=60, mqtt_username=FLEET_USER,
+                       mqtt_password="wrong", drain_timeout_s=2, **tls)
+    refused = run(bad)
+    assert refused.readings_acked == 0 and refused.unacknowledged == 60
+    assert load_ledger(bad.ledger_path).header["published"] == 0
 
 
 @pytest.mark.slow
