@@ -39,7 +39,7 @@ artifacts: python-env
 # kustomize and docker compose (for `docker compose config`, no engine needed), built from their Go
 # modules into .cache/tools/bin once (about 5 minutes the first time).
 deploy-tools:
-	bash deploy/validate/install-tools.sh
+	bash tests/support/validate/install-tools.sh
 
 demo: setup
 	$(BIN)/tsdemo up

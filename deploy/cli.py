@@ -35,15 +35,10 @@ def _unavailable(sub: argparse._SubParsersAction, name: str, extra: str, missing
     parser.set_defaults(func=fail)
 
 
-def _chosen(argv: list[str]) -> str | None:
-    """The command word of ``argv`` (its first argument not an option), if any."""
-    return next((arg for arg in argv if not arg.startswith("-")), None)
-
-
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    """The parser for ``argv``: only the module of the command it names is imported (an image running
-    ``tsdemo process`` needs neither the stack, the checks nor the bench); every module without ``argv``,
-    for help, or for a command word that names none."""
+    """The whole command line; given ``argv``, only the module of the command it names is imported (the
+    others are listed by name), so `tsdemo generate` in the generator's image never imports the bench,
+    the stack or the checks, nor needs them to be there."""
     import importlib
 
     parser = argparse.ArgumentParser(
@@ -55,15 +50,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    chosen = None if argv is None else _chosen(argv)
-    wanted = [c for c in COMMANDS if chosen in c[2]] or COMMANDS
-    for module, function, names, extra in wanted:
+    wanted = next((a for a in argv or () if not a.startswith("-")), None)
+    known = {name for *_, names, _ in COMMANDS for name in names}
+    for module, function, names, extra in COMMANDS:
+        if wanted in known and wanted not in names:
+            for name in names:  # not the command run: its name only (its module stays unimported)
+                sub.add_parser(name, add_help=False)
+            continue
         try:
             register = getattr(importlib.import_module(module), function)
         except ModuleNotFoundError as exc:
-            # An image installs one extra and copies only what its service runs: a command whose
-            # packages or modules it lacks is listed with what to install instead of breaking the rest.
-            for name in names:
+            ours = {m.split(".")[0] for m, *_ in COMMANDS}
+            if exc.name and exc.name.split(".")[0] in ours and not module.startswith(exc.name):
+                raise  # a module of ours missing under one that is there is a bug
+            for name in names:  # a third-party package, or a whole room this image does not ship
                 _unavailable(sub, name, extra, exc.name or "?")
             continue
         register(sub)

@@ -10,7 +10,7 @@ it updates the states in place and returns where detectors fired. Two implementa
   many short series, slower for a few long ones; always exact.
 
 Both follow ``processing.anomaly.observe`` operation for operation (the reference, kept readable there),
-so all three give the same detections and states to the last bit; ``tests/unit/test_detectors.py``
+so all three give the same detections and states to the last bit; ``tests/unit/processing/test_detectors.py``
 holds them to it.
 """
 

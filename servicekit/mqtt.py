@@ -17,7 +17,7 @@ held a subscriber to ~17k messages/s and made PUBACK handling 61% of the generat
 The subclass keeps paho for everything else (connect, session, reconnect and resend, keepalive, TLS,
 auth) and overrides five of its internal methods, handing any packet it does not handle itself (QoS 2,
 packets carrying properties) back to paho's own code. They are private API, so ``paho-mqtt`` is
-pinned to the minor version they were written against, and ``tests/unit/test_mqtt_fastpath.py``
+pinned to the minor version they were written against, and ``tests/unit/servicekit/test_mqtt_fastpath.py``
 checks them against paho's own encoder and decoder.
 """
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import Counter
@@ -64,9 +65,17 @@ class StagesSettings(InfluxSettings):
 
     def targets(self) -> dict[str, list[str]]:
         """Component -> its /metrics URLs."""
-        given = {"generator": self.generator_metrics_urls, "ingest": self.ingest_metrics_urls,
-                 "processing": self.processing_metrics_urls}
+        given = {c: getattr(self, f"{c}_metrics_urls") for c in COMPONENTS}
         return {name: [u.strip() for u in urls.split(",") if u.strip()] for name, urls in given.items()}
+
+
+#: the components whose counters are stages (``StagesSettings`` has a ``<component>_metrics_urls`` each)
+COMPONENTS = tuple(dict.fromkeys(c for c, _ in SOURCES.values()))
+
+
+def collector_env(urls: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """The collector's ``TSDEMO_<COMPONENT>_METRICS_URLS`` for these /metrics URLs by component."""
+    return {f"TSDEMO_{c.upper()}_METRICS_URLS": ",".join(urls.get(c, ())) for c in COMPONENTS}
 
 
 class StageCollector:

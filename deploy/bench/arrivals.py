@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.bench.children import Child, run_tool, spawn
+from deploy.services.process import Process, run_tool, spawn
 from servicekit.contract import TOPIC_FILTER, topic_for
 
 #: Published until the subscriber shows it, so no measured message goes out before it listens.
@@ -44,7 +44,7 @@ def arrival_window(lines: list[str], ignore_topic: str = PROBE_TOPIC) -> Window 
 class Arrivals:
     def __init__(self, host: str, port: int, out: Path, log: Path) -> None:
         self.host, self.port, self.out, self.log = host, port, out, log
-        self._child: Child | None = None
+        self._child: Process | None = None
 
     def __enter__(self) -> Arrivals:
         self.out.parent.mkdir(parents=True, exist_ok=True)

@@ -27,12 +27,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from deploy.bench import jvm_profile, profiles
-from deploy.bench.children import Child, run_tool, spawn, tsdemo
 from deploy.bench.environment import BenchEnvironment
 from deploy.bench.process import event_log_args
 from deploy.bench.report import BenchResult, Comparison, Run
@@ -40,7 +39,9 @@ from deploy.bench.resources import ResourceMonitor, Usage
 from deploy.bench.settings import E2EBenchSettings
 from deploy.bench.spark_batches import from_event_log, phase_means, pipeline_batches
 from deploy.bench.stats import percentile
-from deploy.servers import free_port
+from deploy.services.components import Endpoints
+from deploy.services.pipeline import Pipeline as ServicePipeline
+from deploy.services.process import Process, run_tool, tsdemo
 from processing.settings import duration_ms
 from servicekit.contract.influx import DEVICE_STATUS, PIPELINE_QUERY_WINDOWS
 from servicekit.contract.ledger import load_ledger
@@ -138,42 +139,50 @@ class FreshnessProbe:
 
 @dataclass
 class Pipeline:
-    """The long-running part of the e2e bench: the Spark job and the bridges."""
+    """The long-running part of the e2e bench, the Spark job and the bridges, and the generator of each step:
+    the shared pipeline runner under the names the bench reports them by."""
 
     env: BenchEnvironment
     s: E2EBenchSettings
     influx: InfluxQuery
-    service_env: dict[str, str]
+    services: ServicePipeline
     ledger: Path
     event_logs: Path
-    job: Child | None = None
-    bridges: list[Child] = field(default_factory=list)
+
+    @property
+    def service_env(self) -> dict[str, str]:
+        return self.services.env
+
+    @property
+    def job(self) -> Process | None:
+        return self.services.services.get("tsdemo process")
+
+    @property
+    def bridges(self) -> list[Process]:
+        return [self.services.services[f"bridge-{i}"] for i in range(self.s.bridges)
+                if f"bridge-{i}" in self.services.services]
 
     def start(self) -> None:
         env, s = self.env, self.s
-        self.job = spawn("tsdemo process", tsdemo("process"), env.logs / "e2e-process.log",
-                         {**self.service_env, "PYSPARK_SUBMIT_ARGS": event_log_args(self.event_logs)},
-                         health_port=free_port())
-        self.bridges = [
-            spawn(f"bridge-{i}", tsdemo("ingest"), env.logs / f"e2e-bridge-{i}.log",
-                  {**self.service_env, "TSDEMO_CLIENT_ID": f"bench-e2e-bridge-{i}"}, health_port=free_port())
-            for i in range(s.bridges)
-        ]
+        # All started at once, then waited for: their start-ups overlap.
+        self.services.start("tsdemo process", "process", {"PYSPARK_SUBMIT_ARGS": event_log_args(self.event_logs)},
+                            log_path=env.logs / "e2e-process.log", wait=False)
+        for i in range(s.bridges):
+            self.services.start(f"bridge-{i}", "ingest", {"TSDEMO_CLIENT_ID": f"bench-e2e-bridge-{i}"},
+                                log_path=env.logs / f"e2e-bridge-{i}.log", wait=False)
         for child in [*self.bridges, self.job]:
+            assert child is not None
             child.wait_healthy(env.ready_timeout_s)
 
     def stop(self) -> None:
-        for child in self.bridges:
-            child.stop(60)
-        if self.job is not None:
-            self.job.stop(120)
+        self.services.stop()
 
-    def generator(self, rate: float, tag: str, health_port: int | None = None) -> Child:
-        cmd = tsdemo("generate", "--rate", str(rate), "--duration-s", str(self.s.duration_s), "--batch",
-                     str(self.s.batch), "--devices", str(self.s.devices), "--sites", str(self.s.sites), "--qos", "1",
-                     "--ledger-path", str(self.ledger), "--client-id", "bench-e2e-generator")
-        return spawn("tsdemo generate", cmd, self.env.logs / f"e2e-generate-{tag}.log", self.service_env,
-                     health_port=health_port)
+    def generator(self, rate: float, tag: str) -> Process:
+        args = ("--rate", str(rate), "--duration-s", str(self.s.duration_s), "--batch", str(self.s.batch),
+                "--devices", str(self.s.devices), "--sites", str(self.s.sites), "--qos", "1",
+                "--ledger-path", str(self.ledger), "--client-id", "bench-e2e-generator")
+        return self.services.start("tsdemo generate", "generate", args=args, wait=False,
+                                   log_path=self.env.logs / f"e2e-generate-{tag}.log")
 
     def verify(self, wait_s: float) -> dict[str, Any]:
         out = run_tool("tsdemo verify", tsdemo("verify", "--ledger-path", str(self.ledger), "--wait-s", str(wait_s),
@@ -227,7 +236,7 @@ def profile_step(p: Pipeline, rate: float) -> list[str]:
     """One more step at ``rate`` with every Python hop under py-spy; the summaries' paths."""
     env = p.env
     env.profiles.mkdir(parents=True, exist_ok=True)
-    attached: list[tuple[Child, Path]] = []
+    attached: list[tuple[Process, Path]] = []
     for child in [*p.bridges, p.job]:
         if child is not None:
             raw = env.profiles / f"e2e-{child.name.replace(' ', '-')}.txt"
@@ -237,7 +246,7 @@ def profile_step(p: Pipeline, rate: float) -> list[str]:
     if jvm is not None and not jvm_profile.start(jvm):
         jvm = None
     generator_raw = env.profiles / "e2e-tsdemo-generate.txt"
-    generator = p.generator(rate, "profile", health_port=free_port())
+    generator = p.generator(rate, "profile")
     generator.wait_healthy(env.ready_timeout_s)  # connected: its start-up stays out of the profile
     attached.append((profiles.attach(generator.name, generator.pid, generator_raw, env.logs / "e2e-py-spy.log"),
                      generator_raw))
@@ -248,8 +257,8 @@ def profile_step(p: Pipeline, rate: float) -> list[str]:
     return [str(x) for x in summaries if x]
 
 
-def run(env: BenchEnvironment, s: E2EBenchSettings, earlier: list[BenchResult] | None = None) -> BenchResult:
-    stages = stage_rates(earlier or [], s)
+def run(env: BenchEnvironment, s: E2EBenchSettings, earlier: list[BenchResult]) -> BenchResult:
+    stages = stage_rates(earlier, s)
     rates = ramp(s, stages)
     result = BenchResult("e2e", {"rates": rates, "duration_s": s.duration_s, "batch": s.batch, "bridges": s.bridges,
                                  "trigger": s.trigger, "freshness_target_s": s.freshness_target_s,
@@ -257,17 +266,16 @@ def run(env: BenchEnvironment, s: E2EBenchSettings, earlier: list[BenchResult] |
     mosquitto, kafka, influxdb = env.mosquitto(), env.kafka(), env.influxdb()
     topic = env.topic("bench-e2e")
     env.topic(f"{topic}-dlq", 1)
-    service_env = {
-        "TSDEMO_MQTT_HOST": "127.0.0.1", "TSDEMO_MQTT_PORT": str(mosquitto.port),
-        "TSDEMO_KAFKA_BOOTSTRAP": kafka.endpoint, "TSDEMO_KAFKA_TOPIC": topic, "TSDEMO_KAFKA_DLQ_TOPIC": f"{topic}-dlq",
-        "TSDEMO_INFLUX_URL": influxdb.endpoint, "TSDEMO_INFLUX_DATABASE": DATABASE,
+    endpoints = Endpoints.of(mosquitto, kafka, influxdb, kafka_topic=topic, kafka_dlq_topic=f"{topic}-dlq",
+                             influx_database=DATABASE)
+    services = ServicePipeline(endpoints, env.logs, {
         "TSDEMO_CHECKPOINT_DIR": str(env.state_dir / "checkpoints" / "e2e"), "TSDEMO_TRIGGER": s.trigger,
         "TSDEMO_SHARE_GROUP": "bench-e2e", "TSDEMO_LOG_LEVEL": "INFO",
-    }
-    run_tool("tsdemo storage init", tsdemo("storage", "init"), env.logs / "e2e-storage-init.log", service_env)
+    }, ready_timeout_s=env.ready_timeout_s)
+    run_tool("tsdemo storage init", tsdemo("storage", "init"), env.logs / "e2e-storage-init.log", services.env)
     influx = InfluxQuery(InfluxSettings(influx_url=influxdb.endpoint, influx_database=DATABASE))
     event_logs = env.state_dir / "e2e-spark-events"
-    p = Pipeline(env, s, influx, service_env, env.state_dir / "ledgers" / "e2e.json", event_logs)
+    p = Pipeline(env, s, influx, services, env.state_dir / "ledgers" / "e2e.json", event_logs)
     steps: list[dict[str, Any]] = []
     best: tuple[dict[str, Any], dict[str, Usage]] | None = None
     failing_rate = None

@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import TypeVar
 
 from deploy.bench.payloads import PayloadSet, render_payloads
-from deploy.servers import InfluxDB, Kafka, ManagedServer, Mosquitto, create_topics, free_port
+from deploy.servers import (
+    InfluxDB,
+    Kafka,
+    ManagedServer,
+    Mosquitto,
+    create_topics,
+    free_port,
+    start_servers,
+    stop_servers,
+)
 
 #: Event times of rendered payloads are spaced as a fleet publishing this many readings/s: processing's
 #: dedupe and window state then match a stream of that rate, whatever speed the data is read at.
@@ -44,9 +53,7 @@ class BenchEnvironment:
         if server is None:
             server = make()
             self._servers[name] = server
-            self.say(f"starting {name} on {server.endpoint} (state in {server.state_dir})")
-            server.start()
-            server.wait_ready(self.ready_timeout_s)
+            start_servers({name: server}, self.ready_timeout_s, self.say)
         return server  # type: ignore[return-value]
 
     def mosquitto(self) -> Mosquitto:
@@ -78,9 +85,7 @@ class BenchEnvironment:
 
     # -- end -----------------------------------------------------------------------------------------
     def close(self) -> None:
-        for name in reversed(list(self._servers)):
-            self.say(f"stopping {name}")
-            self._servers[name].stop()
+        stop_servers(self._servers, self.say)
         if self.keep_state:
             self.say(f"server state kept in {self.state_dir}")
         else:

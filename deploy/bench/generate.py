@@ -20,13 +20,13 @@ from typing import IO
 
 from deploy.bench import profiles
 from deploy.bench.arrivals import Arrivals
-from deploy.bench.children import spawn, tsdemo
 from deploy.bench.environment import BenchEnvironment
 from deploy.bench.payloads import PayloadSet
 from deploy.bench.report import BenchResult, Comparison, Run, interleave
 from deploy.bench.resources import ResourceMonitor, Usage
 from deploy.bench.settings import GenerateBenchSettings
 from deploy.servers import Mosquitto, free_port
+from deploy.services.process import spawn, tsdemo
 from servicekit.contract.ledger import load_ledger
 
 #: "As fast as it can": a target its pacer never holds it back from.
@@ -156,7 +156,8 @@ def profile_generator(env: BenchEnvironment, s: GenerateBenchSettings, batch: in
     return str(summary) if summary else None
 
 
-def run(env: BenchEnvironment, s: GenerateBenchSettings) -> BenchResult:
+def run(env: BenchEnvironment, s: GenerateBenchSettings, earlier: list[BenchResult]) -> BenchResult:
+    # ``earlier`` (what the benches before this one measured) is every bench's; this one needs none of it.
     result = BenchResult("generate", {"readings": s.readings, "batches": s.batches, "qos_levels": s.qos_levels,
                                       "devices": s.devices, "sites": s.sites, "max_inflight": s.max_inflight,
                                       "repeats": s.repeats})

@@ -25,7 +25,6 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.bench import profiles
-from deploy.bench.children import Child, run_tool, spawn, tsdemo
 from deploy.bench.environment import BenchEnvironment
 from deploy.bench.kafka_offsets import EndOffsets, watch_drain
 from deploy.bench.payloads import PayloadSet
@@ -34,6 +33,7 @@ from deploy.bench.resources import ResourceMonitor, tree_sample
 from deploy.bench.settings import IngestBenchSettings
 from deploy.bench.stats import drain_rate, median
 from deploy.servers import free_port
+from deploy.services.process import Process, run_tool, spawn, tsdemo
 from ingest.metrics import PRODUCER_FIGURES
 from servicekit.contract import TOPIC_FILTER, topic_for
 
@@ -82,23 +82,23 @@ def _bridge_env(env: BenchEnvironment, s: IngestBenchSettings, topic: str, group
 
 
 def _start_bridges(env: BenchEnvironment, s: IngestBenchSettings, topic: str, group: str, ids: list[str],
-                   tag: str, kafka_client: str) -> list[Child]:
+                   tag: str, kafka_client: str) -> list[Process]:
     return [spawn(f"bridge-{i}", tsdemo("ingest"), env.logs / f"ingest-{tag}-bridge-{i}.log",
                   _bridge_env(env, s, topic, group, client_id, kafka_client), health_port=free_port())
             for i, client_id in enumerate(ids)]
 
 
-def _stop(children: list[Child]) -> None:
+def _stop(children: list[Process]) -> None:
     for child in children:
         child.stop(STOP_TIMEOUT_S)
 
 
-def _cpu_s(movers: list[Child]) -> float:
+def _cpu_s(movers: list[Process]) -> float:
     return sum(sample[0] for m in movers if (sample := tree_sample(m.pid)) is not None)
 
 
 def _drained(env: BenchEnvironment, s: IngestBenchSettings, payloads: PayloadSet, tool: str, topic: str,
-             movers: list[Child], monitor: ResourceMonitor, offsets: EndOffsets, details: dict,
+             movers: list[Process], monitor: ResourceMonitor, offsets: EndOffsets, details: dict,
              interval_s: float = 0.1) -> Run:
     """The run of ``movers`` draining the preloaded queue. Beside the rate, ``details`` gets the movers'
     CPU seconds per 1,000 readings over the drain itself (from the moment all were ready), so start-up
@@ -129,7 +129,7 @@ def _drained(env: BenchEnvironment, s: IngestBenchSettings, payloads: PayloadSet
     return Run(tool, payloads.readings, payloads.messages, seconds, usage, details)
 
 
-def scrape_producer_figures(bridges: list[Child]) -> dict[str, float]:
+def scrape_producer_figures(bridges: list[Process]) -> dict[str, float]:
     """The bridges' Kafka producer figures from their /metrics (the mean over bridges)."""
     totals: dict[str, list[float]] = {}
     for bridge in bridges:
@@ -163,7 +163,7 @@ def run_bridges(env: BenchEnvironment, s: IngestBenchSettings, payloads: Payload
     preload(env, payloads, tag)
     summaries: list[str] = []
     offsets = EndOffsets(env.kafka().endpoint, topic)
-    recorders: list[tuple[Child, Path]] = []
+    recorders: list[tuple[Process, Path]] = []
     try:
         with ResourceMonitor() as monitor:
             for name, pid in env.server_pids().items():
@@ -230,7 +230,8 @@ def run_baseline(env: BenchEnvironment, s: IngestBenchSettings, payloads: Payloa
         forget_sessions(env, [client_id], log)
 
 
-def run(env: BenchEnvironment, s: IngestBenchSettings) -> BenchResult:
+def run(env: BenchEnvironment, s: IngestBenchSettings, earlier: list[BenchResult]) -> BenchResult:
+    # ``earlier`` (what the benches before this one measured) is every bench's; this one needs none of it.
     result = BenchResult("ingest", {"readings": s.readings, "batch": s.batch, "bridge_counts": s.bridge_counts,
                                     "bridge_max_inflight": s.bridge_max_inflight, "devices": s.devices,
                                     "sites": s.sites, "repeats": s.repeats})

@@ -26,12 +26,9 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 from deploy.bench import jvm_profile, profiles
-from deploy.bench.children import Child, run_tool, spawn, tsdemo
 from deploy.bench.environment import BenchEnvironment
 from deploy.bench.kafka_offsets import EndOffsets
 from deploy.bench.payloads import PayloadSet
@@ -49,6 +46,8 @@ from deploy.bench.spark_batches import (
     sustained,
 )
 from deploy.servers import free_port
+from deploy.services.process import run_tool, spawn, tsdemo
+from deploy.wait import wait_until
 from processing.settings import duration_ms
 from servicekit.contract.influx import PIPELINE_QUERY_WINDOWS
 from storage.queries import InfluxQuery
@@ -63,11 +62,8 @@ def preload_kafka(env: BenchEnvironment, payloads: PayloadSet, topic: str) -> No
                       str(payloads.kafka_file), "-X", "linger.ms=20"], env.logs / "process-preload.log")
     offsets = EndOffsets(env.kafka().endpoint, topic)
     try:
-        deadline = time.monotonic() + 60
-        while (held := offsets.total()) < payloads.messages:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"only {held} of {payloads.messages} records reached {topic}")
-            time.sleep(0.2)
+        wait_until(lambda: offsets.total() >= payloads.messages, 60, f"{payloads.messages} records in {topic}",
+                   detail=lambda: f"only {offsets.total()} of them there")
     finally:
         offsets.close()
 
@@ -91,17 +87,6 @@ def event_log_args(directory: Path) -> str:
             "--conf spark.eventLog.compress=false --conf spark.eventLog.rolling.enabled=false pyspark-shell")
 
 
-def _wait(child: Child, done: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        if not child.running():
-            raise RuntimeError(f"{child.name} exited with status {child.proc.returncode} before {what}\n"
-                               f"{child.tail()}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{child.name}: no {what} after {timeout_s:.0f}s\n{child.tail()}")
-        time.sleep(POLL_S)
-
-
 def run_noop(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSet, topic: str, offsets: int,
              target: int, name: str) -> tuple[list[Batch], dict[str, Usage], int]:
     """Returns the batches, the usage from the first batch on, and the Kafka records read before it."""
@@ -114,12 +99,13 @@ def run_noop(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSe
     job = spawn("spark no-op job", [sys.executable, "-m", "deploy.bench.noop_job"], env.logs / f"process-{name}.log",
                 {**spark_env(env, s, topic, name, offsets), "TSDEMO_PROGRESS_PATH": str(progress)})
     try:
-        _wait(job, lambda: any(b.rows for b in batches()), env.ready_timeout_s, "first batch")
+        job.wait_running_until(lambda: any(b.rows for b in batches()), env.ready_timeout_s, "first batch", every=POLL_S)
         before = sum(b.rows for b in batches())
         with ResourceMonitor() as monitor:
             monitor.watch(job.name, job.pid)
             monitor.watch("kafka", env.kafka().pid)
-            _wait(job, lambda: sum(b.rows for b in batches()) >= target, s.timeout_s, "end of the backlog")
+            job.wait_running_until(lambda: sum(b.rows for b in batches()) >= target, s.timeout_s,
+                                   "end of the backlog", every=POLL_S)
             usage = monitor.stop()
     finally:
         job.stop(120)
@@ -149,7 +135,7 @@ def run_job(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSet
     recorder = jvm = None
     summaries: list[str] = []
     try:
-        _wait(job, lambda: done() > 0, env.ready_timeout_s, "first batch")
+        job.wait_running_until(lambda: done() > 0, env.ready_timeout_s, "first batch", every=POLL_S)
         before = done()
         with ResourceMonitor() as monitor:
             monitor.watch(job.name, job.pid)
@@ -161,7 +147,7 @@ def run_job(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSet
                 jvm = jvm_profile.java_pid(job.pid)
                 if jvm is not None and not jvm_profile.start(jvm):
                     jvm = None
-            _wait(job, lambda: done() >= target, s.timeout_s, "end of the backlog")
+            job.wait_running_until(lambda: done() >= target, s.timeout_s, "end of the backlog", every=POLL_S)
             usage = monitor.stop()
     finally:
         if recorder is not None and profile_raw is not None:
@@ -231,7 +217,8 @@ def run_case(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSe
     return comparison, summaries
 
 
-def run(env: BenchEnvironment, s: ProcessBenchSettings) -> BenchResult:
+def run(env: BenchEnvironment, s: ProcessBenchSettings, earlier: list[BenchResult]) -> BenchResult:
+    # ``earlier`` (what the benches before this one measured) is every bench's; this one needs none of it.
     env.kafka()
     env.influxdb()
     cases = [("steady", s.max_offsets_per_trigger)]

@@ -15,8 +15,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from deploy.bench.children import Child, spawn
-from deploy.servers import stop_process
+from deploy.services.process import Process, spawn
 
 _WARNED = False
 _LINE = re.compile(r"^(.*) (\d+)$")
@@ -46,7 +45,7 @@ def wanted(mode: str, met: bool | None) -> bool:
 
 
 def attach(name: str, pid: int, raw_path: Path, log_path: Path, rate_hz: int = 100,
-           subprocesses: bool = False) -> Child:
+           subprocesses: bool = False) -> Process:
     """Start sampling a running process (``--nonblocking``: it is never paused); ``detach`` ends it and
     writes the profile. Attaching to a running service keeps its start-up out of the profile."""
     binary = py_spy_binary()
@@ -57,9 +56,9 @@ def attach(name: str, pid: int, raw_path: Path, log_path: Path, rate_hz: int = 1
     return spawn(f"py-spy {name}", cmd, log_path)
 
 
-def detach(recorder: Child, raw_path: Path, title: str | None = None, timeout_s: float = 60.0) -> Path | None:
+def detach(recorder: Process, raw_path: Path, title: str | None = None, timeout_s: float = 60.0) -> Path | None:
     """Stop ``recorder`` (py-spy writes its file on SIGINT) and write the summary; its path or None."""
-    stop_process(recorder.proc, timeout=timeout_s, sig=signal.SIGINT, name="py-spy")
+    recorder.stop(timeout_s, signal.SIGINT)
     return write_summary(raw_path, title)
 
 

@@ -30,7 +30,7 @@ def run_benches(common: BenchSettings, plan: dict[str, BenchSettings]) -> int:
             module: Any = importlib.import_module(f"deploy.bench.{name}")
             env.say(f"--- {name}")
             try:
-                result = module.run(env, plan[name], results) if name == "e2e" else module.run(env, plan[name])
+                result = module.run(env, plan[name], list(results))
             except Exception as exc:  # noqa: BLE001 - report it and keep what the others measured
                 status = 1
                 env.say(f"{name} failed: {exc}")

@@ -10,7 +10,9 @@ from deploy.servers.base import (
     ServerNotReadyError,
     free_port,
     port_is_free,
+    start_servers,
     stop_process,
+    stop_servers,
 )
 from deploy.servers.influxdb import InfluxDB
 from deploy.servers.kafka import Kafka, create_topics
@@ -18,5 +20,6 @@ from deploy.servers.mosquitto import Mosquitto, mqtt_connect_ok
 
 __all__ = [
     "InfluxDB", "Kafka", "ManagedServer", "Mosquitto", "PortInUseError", "ServerError", "ServerExitedError",
-    "ServerNotReadyError", "create_topics", "free_port", "mqtt_connect_ok", "port_is_free", "stop_process",
+    "ServerNotReadyError", "create_topics", "free_port", "mqtt_connect_ok", "port_is_free", "start_servers",
+    "stop_process", "stop_servers",
 ]

@@ -16,9 +16,12 @@ import socket
 import subprocess
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar, Self
+
+from deploy.wait import WaitTimeout, wait_until
 
 log = logging.getLogger("deploy.servers")
 
@@ -147,9 +150,12 @@ class ManagedServer(ABC):
         """The server's stdout and stderr, appended to across restarts."""
         return self.state_dir / f"{self.name}.out"
 
+    #: the server's own log file, when it writes one besides its console output
+    log_path: Path | None = None
+
     @property
     def log_files(self) -> list[Path]:
-        return [self.console_log]
+        return [self.console_log] if self.log_path is None else [self.console_log, self.log_path]
 
     # -- lifecycle -------------------------------------------------------------------------------------
     @property
@@ -195,23 +201,25 @@ class ManagedServer(ABC):
             raise ServerError(f"{self.name} was not started")
         timeout = self.ready_timeout if timeout is None else timeout
         started = time.monotonic()
-        deadline = started + timeout
-        while True:
-            if self._proc.poll() is not None:
-                status = self._proc.returncode
-                raise ServerExitedError(
-                    f"{self.name} exited with status {status} before it was ready\n{self.log_tail()}"
-                )
-            try:
-                if self._probe():
-                    waited = time.monotonic() - started
-                    log.info("%s ready on %s after %.1fs", self.name, self.endpoint, waited)
-                    return waited
-            except Exception as exc:  # a probe failing in any way just means "not yet"
-                log.debug("%s not ready yet: %s", self.name, exc)
-            if time.monotonic() >= deadline:
-                raise ServerNotReadyError(f"{self.name} not ready after {timeout:.0f}s\n{self.log_tail()}")
-            time.sleep(0.2)
+        try:
+            wait_until(self._ready_or_raise, timeout, f"{self.name} to be ready")
+        except WaitTimeout:
+            raise ServerNotReadyError(f"{self.name} not ready after {timeout:.0f}s\n{self.log_tail()}") from None
+        waited = time.monotonic() - started
+        log.info("%s ready on %s after %.1fs", self.name, self.endpoint, waited)
+        return waited
+
+    def _ready_or_raise(self) -> bool:
+        assert self._proc is not None
+        if self._proc.poll() is not None:
+            raise ServerExitedError(
+                f"{self.name} exited with status {self._proc.returncode} before it was ready\n{self.log_tail()}"
+            )
+        try:
+            return self._probe()
+        except Exception as exc:  # a probe failing in any way just means "not yet"
+            log.debug("%s not ready yet: %s", self.name, exc)
+            return False
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; returns the exit status (None if never started).
@@ -276,3 +284,24 @@ class ManagedServer(ABC):
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.is_running() else "stopped"
         return f"<{type(self).__name__} {self.endpoint} {state} in {self.state_dir}>"
+
+
+def start_servers(servers: Mapping[str, ManagedServer], timeout: float | None = None,
+                  say: Callable[[str], object] = log.info, started: Callable[[], object] | None = None) -> None:
+    """Start each server in order and wait until it is ready before the next (``started`` is called right
+    after each launch, say to record its pid). Raises on the first that fails, leaving the ones before it
+    running: the caller stops them (``stop_servers``)."""
+    for name, server in servers.items():
+        say(f"starting {name} on {server.endpoint} ...")
+        server.start()
+        if started is not None:
+            started()
+        server.wait_ready(timeout)
+        say(f"  {name} ready")
+
+
+def stop_servers(servers: Mapping[str, ManagedServer], say: Callable[[str], object] = log.info) -> None:
+    """Stop every server, the last started first."""
+    for name in reversed(list(servers)):
+        say(f"stopping {name} ...")
+        servers[name].stop()

@@ -63,10 +63,6 @@ class Kafka(ManagedServer):
         """The bootstrap servers string, ``host:port``."""
         return f"{client_host(self.host)}:{self.port}"
 
-    @property
-    def log_files(self) -> list[Path]:
-        return [self.console_log, self.log_path]
-
     def _ports(self) -> list[int]:
         return [self.port, self.controller_port]
 

@@ -57,10 +57,6 @@ class Mosquitto(ManagedServer):
     def endpoint(self) -> str:
         return f"mqtt://{client_host(self.host)}:{self.port}"
 
-    @property
-    def log_files(self) -> list[Path]:
-        return [self.console_log, self.log_path]
-
     def _prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         auth_dir = self.security.prepare(self.state_dir, self.host)

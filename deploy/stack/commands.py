@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from deploy.services.components import PIPELINE, SERVERS, STAGE_COLLECTOR
 from deploy.stack.settings import StackEndpoints, StackPlace, StackSettings, StatusSettings
 from servicekit.contract.influx import STAGE_BRIDGED, STAGE_PUBLISHED, STAGE_STORED
 from servicekit.contract.metrics import PROCESSING_INPUT_ROWS_PER_SECOND
 from servicekit.settings import add_service_command
 
-COMPONENTS = ("mqtt", "kafka", "influxdb", "processing", "ingest", "generator")
+COMPONENTS = (*SERVERS[:3], *PIPELINE, STAGE_COLLECTOR)  # grafana only when the stack runs one
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -50,7 +51,8 @@ def default_endpoints(settings: StackEndpoints) -> dict[str, str]:
 
 def collect_status(settings: StackEndpoints) -> dict[str, Any]:
     """``{"components": {name: {"state", "endpoint", "pid"}}}`` for every part of the local stack."""
-    from deploy.stack.local import http_ok, read_state
+    from deploy.services.process import http_ok
+    from deploy.stack.local import read_state
 
     state = read_state(settings.state_dir.resolve()) or {"components": {}}
     defaults = default_endpoints(settings)
@@ -90,18 +92,17 @@ class Progress:
     LABELS = {STAGE_PUBLISHED: "published", STAGE_BRIDGED: "bridged msgs", STAGE_STORED: "stored"}
 
     def __init__(self, stack: Any) -> None:
-        from storage.stages import StageCollector
-
-        self.urls = metrics_urls(stack)
-        self.collector = StageCollector(self.urls, timeout_s=1.0)
+        self.stack = stack
         self.last: dict[str, float] = {}
         self.last_t = time.monotonic()
 
     def line(self) -> str:
         from servicekit.scrape import ScrapeError, scrape_sum
+        from storage.stages import StageCollector
 
         now = time.monotonic()
-        totals = self.collector.totals()
+        urls = self.stack.pipeline.metrics_urls()  # each time: a restarted service has another port
+        totals = StageCollector(urls, timeout_s=1.0).totals()
         dt = max(now - self.last_t, 1e-6)
         parts = []
         for stage, label in self.LABELS.items():
@@ -113,17 +114,14 @@ class Progress:
             self.last[stage] = value
             parts.append(f"{label} {rate:,.0f}/s ({value:,.0f})")
         try:
-            spark = scrape_sum(self.urls["processing"], {PROCESSING_INPUT_ROWS_PER_SECOND}, 1.0)
+            if not urls.get("processing"):
+                raise ScrapeError("the Spark job is not running")
+            spark = scrape_sum(urls["processing"], {PROCESSING_INPUT_ROWS_PER_SECOND}, 1.0)
             parts.append(f"spark in {spark[PROCESSING_INPUT_ROWS_PER_SECOND]:,.0f} msgs/s")
         except ScrapeError:
             parts.append("spark -")
         self.last_t = now
         return " | ".join(parts)
-
-
-def metrics_urls(stack: Any) -> dict[str, list[str]]:
-    """Each of the stack's services' /metrics URL, by component (what the stage collector reads)."""
-    return {name: [s.health_url.rsplit("/", 1)[0] + "/metrics"] for name, s in stack.services.items()}
 
 
 # -- up / down ------------------------------------------------------------------------------------
@@ -169,33 +167,40 @@ def _has_java() -> bool:
 
 
 def _up_detached(settings: StackSettings) -> int:
+    from deploy.services.process import ChildError, spawn, tsdemo
+    from deploy.wait import wait_until
+
     state_dir = settings.state_dir.resolve()
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "logs" / "stack.log"
-    env = {**os.environ, "TSDEMO_DETACH": "false", "TSDEMO_STATE_DIR": str(state_dir)}
-    args = [sys.executable, "-m", "deploy.cli", "up", "--no-detach"]
+    env = {"TSDEMO_DETACH": "false", "TSDEMO_STATE_DIR": str(state_dir)}
+    args = tsdemo("up", "--no-detach")
     for name in StackSettings.model_fields:
         if name not in ("detach", "state_dir"):
             env["TSDEMO_" + name.upper()] = str(getattr(settings, name))
-    with open(log_path, "ab") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    print(f"starting the stack in the background (supervisor pid {proc.pid}, log {log_path}) ...")
-    deadline = time.monotonic() + settings.ready_timeout_s * 6
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            print(f"tsdemo up: the stack failed to start:\n{Path(log_path).read_text()[-3000:]}", file=sys.stderr)
-            return 1
-        status = collect_status(settings)["components"]
-        if all(c["state"] == "running" for c in status.values()):
-            print("the stack is up; `tsdemo status` shows it, `tsdemo down` stops it")
-            return 0
-        time.sleep(1.0)
-    print("tsdemo up: timed out waiting for the stack; see " + str(log_path), file=sys.stderr)
-    return 1
+    supervisor = spawn("the stack", args, log_path, env, inherit_settings=True)
+    print(f"starting the stack in the background (supervisor pid {supervisor.pid}, log {log_path}) ...")
+
+    def up() -> bool:
+        if not supervisor.running():
+            raise ChildError(supervisor.tail(40))
+        return all(c["state"] == "running" for c in collect_status(settings)["components"].values())
+
+    try:
+        wait_until(up, settings.ready_timeout_s * 6, "the stack", every=1.0)
+    except ChildError as exc:
+        print(f"tsdemo up: the stack failed to start:\n{exc}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print("tsdemo up: timed out waiting for the stack; see " + str(log_path), file=sys.stderr)
+        return 1
+    print("the stack is up; `tsdemo status` shows it, `tsdemo down` stops it")
+    return 0
 
 
 def _down(settings: StackPlace) -> int:
     from deploy.stack.local import read_state
+    from deploy.wait import wait_until
 
     state_dir = settings.state_dir.resolve()
     state = read_state(state_dir)
@@ -206,9 +211,8 @@ def _down(settings: StackPlace) -> int:
     if pid_alive(sup):
         os.kill(sup, signal.SIGTERM)
         print(f"stopping the stack (supervisor pid {sup}) ...")
-        deadline = time.monotonic() + 180
-        while pid_alive(sup) and time.monotonic() < deadline:
-            time.sleep(0.5)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not pid_alive(sup), 180, "the stack's supervisor to exit", every=0.5)
     # Anything the supervisor could not stop (it was killed, say) goes now.
     for name, comp in state["components"].items():
         if pid_alive(comp.get("pid")):

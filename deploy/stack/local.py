@@ -10,77 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deploy.servers import (
-    InfluxDB,
-    Kafka,
-    ManagedServer,
-    Mosquitto,
-    create_topics,
-    free_port,
-    stop_process,
-)
+from deploy.servers import InfluxDB, Kafka, ManagedServer, Mosquitto, create_topics, start_servers, stop_servers
 from deploy.servers.mqtt_security import ANONYMOUS_DEMO
+from deploy.services.components import PIPELINE, STAGE_COLLECTOR, Endpoints
+from deploy.services.pipeline import Pipeline
+from deploy.services.process import Process
 from deploy.stack.settings import StackSettings
 from servicekit.contract import KAFKA_DLQ_TOPIC, KAFKA_TOPIC
 
 STATE_FILE = "stack.json"
-SERVER_NAMES = ("mqtt", "kafka", "influxdb", "grafana")
-SERVICE_NAMES = ("processing", "ingest", "generator")
-
-
-@dataclass
-class Service:
-    """One of our services, run exactly as its container would: ``tsdemo <command>`` plus environment."""
-
-    name: str
-    command: str
-    env: dict[str, str]
-    log_path: Path
-    health_port: int
-    proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env, "TSDEMO_HEALTH_PORT": str(self.health_port)}
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "deploy.cli", self.command],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-
-    @property
-    def health_url(self) -> str:
-        return f"http://127.0.0.1:{self.health_port}/healthz"
-
-    def healthy(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None and http_ok(self.health_url)
-
-    def stop(self, timeout: float = 60.0) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, timeout, name=self.name)
-
-
-def http_ok(url: str, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (our own local URL)
-            return 200 <= resp.status < 300
-    except OSError:
-        return False
-
-
-def _log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 class LocalStack:
@@ -95,7 +36,20 @@ class LocalStack:
             "kafka": Kafka(self.state_dir / "kafka", settings.kafka_port, settings.kafka_controller_port, host=host),
             "influxdb": InfluxDB(self.state_dir / "influxdb", settings.influx_port, host=host),
         }
-        self.services: dict[str, Service] = {}
+        # The stack's own settings for each service, on top of the endpoints (the shell's TSDEMO_* are kept:
+        # they are the user's).
+        self.service_settings: dict[str, dict[str, str]] = {
+            "processing": {"TSDEMO_CHECKPOINT_DIR": str(self.state_dir / "checkpoints" / "processing")},
+            "generator": {
+                "TSDEMO_DEVICES": str(settings.devices),
+                "TSDEMO_SITES": str(settings.sites),
+                "TSDEMO_RATE": str(settings.rate),
+                "TSDEMO_COUNT": str(settings.generator_count),
+                "TSDEMO_LEDGER_PATH": str(self.state_dir / "ledger" / "generator.json"),
+            },
+        }
+        self.pipeline = Pipeline(self.endpoints, self.state_dir / "logs", ready_timeout_s=settings.ready_timeout_s,
+                                 inherit_settings=True)
         self.grafana_missing: str | None = None
         if settings.grafana:
             from dashboards.local import find_grafana, missing_message
@@ -110,92 +64,73 @@ class LocalStack:
                                                   f"http://{host}:{settings.influx_port}", host=host)
 
     # -- endpoints for our services --------------------------------------------------------------
-    def service_env(self) -> dict[str, str]:
+    @property
+    def endpoints(self) -> Endpoints:
         s = self.settings
-        return {
-            "TSDEMO_MQTT_HOST": s.host,
-            "TSDEMO_MQTT_PORT": str(s.mqtt_port),
-            "TSDEMO_KAFKA_BOOTSTRAP": f"{s.host}:{s.kafka_port}",
-            "TSDEMO_INFLUX_URL": f"http://{s.host}:{s.influx_port}",
-        }
+        return Endpoints(s.host, s.mqtt_port, f"{s.host}:{s.kafka_port}", f"http://{s.host}:{s.influx_port}")
 
-    def _make_services(self) -> None:
-        logs = self.state_dir / "logs"
-        base = self.service_env()
-        self.services = {
-            "processing": Service("processing", "process", {
-                **base, "TSDEMO_CHECKPOINT_DIR": str(self.state_dir / "checkpoints" / "processing"),
-            }, logs / "processing.log", free_port()),
-            "ingest": Service("ingest", "ingest", base, logs / "ingest.log", free_port()),
-            "generator": Service("generator", "generate", {
-                **base,
-                "TSDEMO_DEVICES": str(self.settings.devices),
-                "TSDEMO_SITES": str(self.settings.sites),
-                "TSDEMO_RATE": str(self.settings.rate),
-                "TSDEMO_COUNT": str(self.settings.generator_count),
-                "TSDEMO_LEDGER_PATH": str(self.state_dir / "ledger" / "generator.json"),
-            }, logs / "generator.log", free_port()),
-        }
+    def service_env(self) -> dict[str, str]:
+        return self.endpoints.env()
+
+    @property
+    def services(self) -> dict[str, Process]:
+        return self.pipeline.services
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, say: Any = print) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.grafana_missing:
             say(self.grafana_missing)
-        for name, server in self.servers.items():
-            say(f"starting {name} on {server.endpoint} ...")
-            server.start()
-            self.write_state()
-            server.wait_ready(self.settings.ready_timeout_s)
-            say(f"  {name} ready")
+        start_servers(self.servers, self.settings.ready_timeout_s, say, started=self.write_state)
         create_topics(self.servers["kafka"].endpoint, {KAFKA_TOPIC: 4, KAFKA_DLQ_TOPIC: 1})
         say("topics ready; initialising storage ...")
         from storage.settings import InfluxSettings
         from storage.setup import init_storage
 
-        for action in init_storage(InfluxSettings(influx_url=self.service_env()["TSDEMO_INFLUX_URL"])):
+        for action in init_storage(InfluxSettings(influx_url=self.endpoints.influx_url)):
             say(f"  {action}")
-        self._make_services()
-        for name in SERVICE_NAMES:
-            service = self.services[name]
-            say(f"starting {name} (log: {service.log_path}) ...")
-            service.start()
-            self.write_state()
-            self._wait_service(service)
+        for name in PIPELINE:
+            say(f"starting {name} (log: {self.pipeline.logs / f'{name}.log'}) ...")
+            self._start_service(name)
             say(f"  {name} healthy")
+        say("starting the stage collector (the pipeline dashboard's stage counters) ...")
+        self._start_stage_collector()
+        say(f"  {STAGE_COLLECTOR} healthy")
 
-    def _wait_service(self, service: Service) -> None:
-        deadline = time.monotonic() + self.settings.ready_timeout_s
-        while time.monotonic() < deadline:
-            if service.proc is not None and service.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{service.name} exited with status {service.proc.returncode}:\n{_log_tail(service.log_path)}"
-                )
-            if service.healthy():
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"{service.name} not healthy after {self.settings.ready_timeout_s:.0f}s:\n"
-                           f"{_log_tail(service.log_path)}")
+    def _start_stage_collector(self, wait: bool = True) -> None:
+        # It reads the services' /metrics on the ports they have now: (re)started after any of them.
+        if STAGE_COLLECTOR in self.services:
+            self.services[STAGE_COLLECTOR].stop()
+        self.service_settings[STAGE_COLLECTOR] = self.pipeline.stage_collector_env()
+        if wait:
+            self._start_service(STAGE_COLLECTOR)
+        else:
+            self.pipeline.start(STAGE_COLLECTOR, extra_env=self.service_settings[STAGE_COLLECTOR], wait=False)
+            self.write_state()
+
+    def _start_service(self, name: str) -> Process:
+        # Not waited for inside start(): the state file names it (for `tsdemo status`) while it comes up.
+        service = self.pipeline.start(name, extra_env=self.service_settings.get(name), wait=False)
+        self.write_state()
+        service.wait_healthy(self.settings.ready_timeout_s)
+        return service
 
     def stop(self, say: Any = print) -> None:
-        for name in reversed(SERVICE_NAMES):
-            if name in self.services:
-                say(f"stopping {name} ...")
-                self.services[name].stop()
-        for name in reversed(SERVER_NAMES):
-            if name in self.servers:
-                say(f"stopping {name} ...")
-                self.servers[name].stop()
+        self.pipeline.stop(say)
+        stop_servers(self.servers, say)
         self.state_path().unlink(missing_ok=True)
         say("stopped")
 
     def restart_dead_services(self, say: Any = print) -> None:
-        for service in self.services.values():
-            if service.proc is not None and service.proc.poll() is not None:
-                say(f"{service.name} exited with status {service.proc.returncode}; restarting it\n"
-                    f"{_log_tail(service.log_path, 5)}")
-                service.start()
+        restarted = []
+        for name, service in list(self.services.items()):
+            if not service.running():
+                say(f"{name} exited with status {service.returncode}; restarting it\n{service.tail(5)}")
+                self.pipeline.start(name, extra_env=self.service_settings.get(name), wait=False)
                 self.write_state()
+                restarted.append(name)
+        if any(name != STAGE_COLLECTOR for name in restarted):
+            self._start_stage_collector(wait=False)
 
     # -- state file read by status and down ------------------------------------------------------
     def state_path(self) -> Path:
@@ -208,12 +143,12 @@ class LocalStack:
                                 "port": server.port}
         for name, service in self.services.items():
             components[name] = {
-                "pid": service.proc.pid if service.proc else None, "kind": "service",
+                "pid": service.pid, "kind": "service",
                 "health_url": service.health_url, "endpoint": service.health_url.rsplit("/", 1)[0],
                 "log": str(service.log_path),
             }
         state = {"supervisor_pid": os.getpid(), "host": self.settings.host, "components": components,
-                 "influx_url": self.service_env()["TSDEMO_INFLUX_URL"]}
+                 "influx_url": self.endpoints.influx_url}
         tmp = self.state_path().with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         os.replace(tmp, self.state_path())

@@ -17,7 +17,7 @@ import docker  # noqa: E402
 from testcontainers.core.container import DockerContainer  # noqa: E402
 
 from deploy.servers import free_port  # noqa: E402
-from deploy.validate.compose import COMPOSE_DIR, read_dotenv  # noqa: E402
+from tests.support.validate.compose import COMPOSE_DIR, read_dotenv  # noqa: E402
 
 PINS = read_dotenv(COMPOSE_DIR / ".env")
 SERVICES = ("generator", "ingest", "processing")

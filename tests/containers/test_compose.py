@@ -1,5 +1,5 @@
 """deploy/compose/compose.yaml for real: `docker compose up` on the engine, with the project's compose
-binary (.cache/tools/bin, from deploy/validate/install-tools.sh). Where the third-party images cannot be
+binary (.cache/tools/bin, from tests/support/validate/install-tools.sh). Where the third-party images cannot be
 pulled, deploy/compose/compose.standins.yaml replaces them with the stand-ins built by
 deploy/images/containers.sh, and Grafana is left out (no stand-in; the log says so). The healthchecks,
 start order, volumes and hardening run for real; a bounded generator run must then pass the compose
@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from deploy.servers import free_port
-from deploy.validate import tools
-from deploy.validate.compose import COMPOSE_DIR, load
 from tests.containers.runtime import PINS
+from tests.support.validate import tools
+from tests.support.validate.compose import COMPOSE_DIR, load
 
-pytestmark = [pytest.mark.containers, pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # the whole pipeline, in containers
 
 COUNT = 3000
 SERVERS = ("MOSQUITTO_IMAGE", "KAFKA_IMAGE", "INFLUXDB_IMAGE")

@@ -1,7 +1,7 @@
 """Each image as built: its user, its HEALTHCHECK, and the one-shot jobs run to completion.
 
 storage-init runs against the session's native InfluxDB; dashboards-init against a replay of Grafana's
-HTTP API (tests/fixtures/grafana, as in tests/unit/test_dashboards_provision.py): no Grafana server exists
+HTTP API (tests/fixtures/grafana, as in tests/unit/dashboards/test_dashboards_provisioning.py): no Grafana server exists
 on these machines.
 """
 
@@ -16,9 +16,7 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from tests.containers.runtime import JOBS, SERVICES, UID, container, image, logs, wait_exit
-from tests.unit.test_dashboards_provision import AUTH, Replay, _handler
-
-pytestmark = [pytest.mark.containers, pytest.mark.integration]
+from tests.support.grafana_replay import AUTH, Replay, handler
 
 
 @pytest.mark.parametrize("name", SERVICES + JOBS)
@@ -63,7 +61,7 @@ def test_storage_init_creates_the_database_against_the_native_influxdb(engine, i
 
 def test_dashboards_init_provisions_everything_through_grafanas_api(engine, started):
     replay = Replay("fresh", AUTH)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(replay))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler(replay))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

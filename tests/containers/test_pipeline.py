@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from deploy.servers import create_topics
-from deploy.validate.compose import load
 from tests.containers.runtime import (
     check_service,
     container,
@@ -30,8 +29,9 @@ from tests.containers.runtime import (
     wait_healthy,
     writable_dir,
 )
+from tests.support.validate.compose import load
 
-pytestmark = [pytest.mark.containers, pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # the whole pipeline, in containers
 
 COMPOSE = load()
 RATE = 200  # readings per second

@@ -17,17 +17,14 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from deploy.servers import Mosquitto, create_topics, free_port, stop_process
+from deploy.servers import Mosquitto, create_topics, free_port
 from deploy.servers.mqtt_security import PreparedAuth
-from deploy.validate import compose as C
-
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+from deploy.services.process import Process, spawn
+from tests.support.validate import compose as C
 
 REPO = C.REPO
 # Started by the test's fixtures instead of from the compose file (they are not our images).
@@ -137,14 +134,6 @@ class Mapper:
         return argv, {**base, **env, "PATH": self.path}, home, health_port
 
 
-def healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
 def tail(log: Path, n: int = 40) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-n:]) if log.exists() else ""
 
@@ -166,7 +155,7 @@ def wiring(kafka, influxdb, tmp_path_factory):
     mosquitto = Mosquitto(workdir / "mosquitto", free_port(),
                           security=PreparedAuth(run_credentials_init(config, workdir)))
     mapper = Mapper(workdir, mosquitto, kafka.endpoint, influxdb.endpoint)
-    running: list[tuple[str, subprocess.Popen]] = []
+    running: list[Process] = []
     results: dict[str, tuple[int, Path]] = {}
     try:
         mosquitto.start()
@@ -178,26 +167,22 @@ def wiring(kafka, influxdb, tmp_path_factory):
             svc = C.service_run(config, name)
             argv, env, home, port = mapper.run(svc)
             log, stdout = workdir / f"{name}.log", workdir / f"{name}.out"
-            with open(log, "ab") as err, open(stdout, "ab") as out:
-                proc = subprocess.Popen(argv, env=env, cwd=home, stdout=out, stderr=err,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+            with open(stdout, "ab") as out:
+                child = spawn(name, argv, log, env, stdout=out, cwd=home, health_port=port)
             dependents = [s for s in RUN if name in config["services"][s].get("depends_on", {})]
             conditions = {config["services"][s]["depends_on"][name]["condition"] for s in dependents}
             if "service_completed_successfully" in conditions or not dependents and port is None:
-                code = proc.wait(timeout=600)
+                code = child.proc.wait(timeout=600)
                 results[name] = (code, stdout)
                 assert code == 0, f"{name} exited {code}:\n{tail(stdout)}\n{tail(log)}"
                 continue
-            running.append((name, proc))
-            deadline = time.monotonic() + 300
-            while port is not None and not healthy(port):
-                assert proc.poll() is None, f"{name} exited {proc.returncode}:\n{tail(log)}"
-                assert time.monotonic() < deadline, f"{name} not healthy after 300s:\n{tail(log)}"
-                time.sleep(0.5)
+            running.append(child)
+            if port is not None:
+                child.wait_healthy(300)
         yield config, results, workdir
     finally:
-        for name, proc in reversed(running):
-            stop_process(proc, 90, name=name)
+        for child in reversed(running):
+            child.stop(90)
         mosquitto.stop()
 
 

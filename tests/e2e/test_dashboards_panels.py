@@ -22,14 +22,13 @@ from typing import Any
 
 import pytest
 
-from dashboards import datasource, interpolate, provisioning
+from dashboards import datasource, provisioning
 from dashboards.conventions import DEVICE_UID, FLEET_UID, PIPELINE_UID
 from servicekit.contract.ledger import read_ledger
 from storage.queries import InfluxQuery
 from storage.settings import InfluxSettings
 from storage.writer import InfluxWriter
-
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+from tests.support import interpolate
 
 READINGS = 2000
 INVALID_MESSAGES = ["this is not json", '{"device_id": "bad-1"}', '[{"site": "lab"}]']

@@ -17,8 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from deploy.servers import InfluxDB, Kafka, free_port
-
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+from deploy.wait import wait_until
 
 # The stated recovery bound: from the moment a component is back until readings published after the
 # fault are stored again. Generous because this 2-core machine is shared.
@@ -28,20 +27,14 @@ RECOVERY_S = 150.0
 @pytest.fixture(scope="module")
 def kafka(tmp_path_factory) -> Iterator[Kafka]:
     """This module's own broker: it gets killed, and other modules must not notice."""
-    server = Kafka(tmp_path_factory.mktemp("faults-kafka"), free_port(), free_port())
-    server.start()
-    server.wait_ready()
-    yield server
-    server.stop()
+    with Kafka(tmp_path_factory.mktemp("faults-kafka"), free_port(), free_port()) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def influxdb(tmp_path_factory) -> Iterator[InfluxDB]:
-    server = InfluxDB(tmp_path_factory.mktemp("faults-influx"), free_port())
-    server.start()
-    server.wait_ready()
-    yield server
-    server.stop()
+    with InfluxDB(tmp_path_factory.mktemp("faults-influx"), free_port()) as server:
+        yield server
 
 
 def newest_seen_ms(pipeline) -> int:
@@ -60,18 +53,14 @@ def newest_seen_ms(pipeline) -> int:
 def wait_recovered(pipeline, since_ms: int) -> float:
     """Seconds until a reading stamped after ``since_ms`` is stored; fails past RECOVERY_S."""
     started = time.monotonic()
-    while time.monotonic() - started < RECOVERY_S:
-        if newest_seen_ms(pipeline) > since_ms:
-            return time.monotonic() - started
-        time.sleep(1.0)
-    pytest.fail(f"no fresh reading stored {RECOVERY_S:.0f}s after the fault")
+    wait_until(lambda: newest_seen_ms(pipeline) > since_ms, RECOVERY_S, "a fresh reading stored after the fault",
+               every=1.0)
+    return time.monotonic() - started
 
 
 def restart_service(pipeline, name: str, command: str) -> Callable[[], None]:
     def fault() -> None:
-        svc = pipeline.services[name]
-        os.kill(svc.proc.pid, signal.SIGKILL)
-        svc.proc.wait()
+        pipeline.services[name].kill()
         time.sleep(2)
         pipeline.start(name, command)
     return fault

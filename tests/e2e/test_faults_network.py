@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.tcp_proxy import FaultyProxy
+from tests.support.tcp_proxy import FaultyProxy
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
+pytestmark = pytest.mark.faults
 
 
 @pytest.fixture(scope="module")

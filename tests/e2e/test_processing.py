@@ -11,9 +11,8 @@ import time
 import pytest
 from kafka import KafkaConsumer
 
-from tests.e2e.mqtt_publish import publish_all, reading
-
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+from deploy.wait import wait_until
+from tests.support.mqtt_publish import publish_all, reading
 
 
 def influx(pipeline):
@@ -24,16 +23,8 @@ def influx(pipeline):
                                       influx_database=pipeline.env["TSDEMO_INFLUX_DATABASE"]))
 
 
-def wait_for(check, timeout=150.0, every=1.0):
-    """The first truthy answer of ``check``, or its last answer after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(every)
-    return last
+#: How long the windows of what a test published may take to show in InfluxDB.
+WAIT_S = 150.0
 
 
 def device_counts(pipeline, prefix: str) -> dict[str, int]:
@@ -50,8 +41,8 @@ def test_duplicated_and_out_of_order_readings_give_exact_windows(pipeline):
     random.Random(2).shuffle(wire)  # and in any order
     host, port = pipeline.mosquitto.host, pipeline.mosquitto.port
     publish_all(host, port, [(f"sensors/lab/{r['device_id']}", r) for r in wire])
-    assert wait_for(lambda: device_counts(pipeline, "dup-") == {f"dup-{d}": 150 for d in range(4)}) is True, \
-        device_counts(pipeline, "dup-")
+    wait_until(lambda: device_counts(pipeline, "dup-") == {f"dup-{d}": 150 for d in range(4)}, WAIT_S,
+               "150 readings of each dup- device", every=1.0, detail=lambda: str(device_counts(pipeline, "dup-")))
     rows = influx(pipeline).query('SELECT sum("sum") AS s, sum("count") AS n FROM "device_window" '
                                   "WHERE \"device_id\" = 'dup-0'")
     assert rows[0]["s"] == pytest.approx(sum(20.0 + s % 5 for s in range(150)))
@@ -67,7 +58,8 @@ def test_invalid_readings_go_to_the_dlq_with_a_reason_and_good_ones_beside_them_
         ("sensors/lab/mix-1", good[2]),
     ]
     publish_all(pipeline.mosquitto.host, pipeline.mosquitto.port, messages, client_id="dlq-pub")
-    assert wait_for(lambda: device_counts(pipeline, "mix-") == {"mix-1": 3}) is True
+    wait_until(lambda: device_counts(pipeline, "mix-") == {"mix-1": 3}, WAIT_S, "the 3 good mix-1 readings",
+               every=1.0, detail=lambda: str(device_counts(pipeline, "mix-")))
     consumer = KafkaConsumer(pipeline.env["TSDEMO_KAFKA_DLQ_TOPIC"], bootstrap_servers=pipeline.env[
         "TSDEMO_KAFKA_BOOTSTRAP"], auto_offset_reset="earliest", consumer_timeout_ms=20_000)
     reasons = {}
@@ -86,7 +78,8 @@ def test_readings_later_than_the_watermark_are_counted_as_late_not_stored(pipeli
     now = int(time.time() * 1000)
     host, port = pipeline.mosquitto.host, pipeline.mosquitto.port
     publish_all(host, port, [("sensors/lab/late-0", reading("late-0", 0, now, 1.0))], client_id="late-pub")
-    assert wait_for(lambda: device_counts(pipeline, "late-") == {"late-0": 1}) is True
+    wait_until(lambda: device_counts(pipeline, "late-") == {"late-0": 1}, WAIT_S, "the one late-0 reading",
+               every=1.0, detail=lambda: str(device_counts(pipeline, "late-")))
 
     def late_rows() -> int:
         rows = influx(pipeline).query('SELECT sum("late_rows") AS n FROM "pipeline"')
@@ -96,7 +89,8 @@ def test_readings_later_than_the_watermark_are_counted_as_late_not_stored(pipeli
     # Ten minutes behind: far beyond the 30 s watermark the first reading moved up.
     stale = [reading("late-0", s, now - 600_000 + s, 2.0) for s in range(1, 6)]
     publish_all(host, port, [("sensors/lab/late-0", r) for r in stale], client_id="late-pub")
-    assert wait_for(lambda: late_rows() - before >= 5) is True, late_rows() - before
+    wait_until(lambda: late_rows() - before >= 5, WAIT_S, "5 late rows counted", every=1.0,
+               detail=lambda: str(late_rows() - before))
     assert device_counts(pipeline, "late-") == {"late-0": 1}
 
 
@@ -113,8 +107,7 @@ def test_a_spike_is_detected_and_stored_as_an_anomaly(pipeline):
         rows = influx(pipeline).query("SELECT \"value\", \"seq\" FROM \"anomaly\" WHERE \"device_id\" = 'spike-0'")
         return [(r["detector"] if "detector" in r else None, int(r["seq"])) for r in rows] or None
 
-    rows = wait_for(lambda: bool(found()) or None)
-    assert rows is True
+    wait_until(found, WAIT_S, "the spike stored as an anomaly", every=1.0)
     hits = influx(pipeline).query("SELECT \"value\", \"seq\" FROM \"anomaly\" WHERE \"device_id\" = 'spike-0' "
                                   'GROUP BY "detector"')
     assert [(h["detector"], int(h["seq"]), h["value"]) for h in hits] == [("ewma_z", 60, 45.0)]
@@ -125,7 +118,8 @@ def test_kill_9_of_the_driver_and_a_restart_leave_every_window_exact(pipeline):
     now = int(time.time() * 1000)
     first = [reading(f"crash-{d}", s, now + s * 10, float(s)) for d in range(3) for s in range(200)]
     publish_all(host, port, [(f"sensors/lab/{r['device_id']}", r) for r in first], client_id="crash-pub")
-    assert wait_for(lambda: sum(device_counts(pipeline, "crash-").values()) > 0) is True
+    wait_until(lambda: sum(device_counts(pipeline, "crash-").values()) > 0, WAIT_S, "the first crash- windows",
+               every=1.0)
     processing = pipeline.services["processing"]
     os.kill(processing.proc.pid, signal.SIGKILL)
     processing.proc.wait()
@@ -133,7 +127,8 @@ def test_kill_9_of_the_driver_and_a_restart_leave_every_window_exact(pipeline):
     publish_all(host, port, [(f"sensors/lab/{r['device_id']}", r) for r in second], client_id="crash-pub")
     pipeline.start("processing", "process")
     expected = {f"crash-{d}": 400 for d in range(3)}
-    assert wait_for(lambda: device_counts(pipeline, "crash-") == expected) is True, device_counts(pipeline, "crash-")
+    wait_until(lambda: device_counts(pipeline, "crash-") == expected, WAIT_S, "400 readings of each crash- device",
+               every=1.0, detail=lambda: str(device_counts(pipeline, "crash-")))
     rows = influx(pipeline).query('SELECT sum("sum") AS s FROM "device_window" WHERE "device_id" = \'crash-1\'')
     assert rows[0]["s"] == pytest.approx(sum(range(400)))
 
@@ -150,9 +145,9 @@ def test_detections_are_scored_against_the_generators_ground_truth(pipeline):
         result = pipeline.run(["anomalies", "score", "--labels-path", str(labels), "--json"])
         return json.loads(result.stdout)
 
-    report = wait_for(lambda: (lambda r: r if r["detections"] and r["per_kind"].get("spike", {}).get("found")
-                                else None)(scored()), timeout=120)
-    assert isinstance(report, dict), report
+    report = wait_until(lambda: (lambda r: r if r["detections"] and r["per_kind"].get("spike", {}).get("found")
+                                  else None)(scored()), 120, "detections that found a spike", every=1.0,
+                        detail=lambda: json.dumps(scored()))
     print("anomaly scores:", json.dumps(report))
     assert 0.0 < report["precision"] <= 1.0 and 0.0 < report["recall"] <= 1.0
     assert report["per_kind"]["spike"]["recall"] >= 0.5  # a spike of 4-8 noise widths is plain to see

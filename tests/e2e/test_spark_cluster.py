@@ -10,8 +10,6 @@ import pytest
 from deploy.servers import free_port
 from deploy.servers.spark_cluster import SparkMaster, SparkWorker
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
-
 
 @pytest.fixture(scope="module")
 def spark_cluster(tmp_path_factory) -> Iterator[SparkMaster]:

@@ -7,24 +7,14 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
-from dashboards import interpolate, provisioning
+from dashboards import provisioning
 from dashboards.conventions import PIPELINE_UID
+from deploy.wait import wait_until
 from servicekit.contract.influx import STAGE, STAGE_BRIDGED, STAGE_PUBLISHED, STAGE_STORED
 from servicekit.contract.ledger import load_ledger
 from storage.queries import InfluxQuery
 from storage.settings import InfluxSettings
-
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
-
-
-def wait_until(cond, what: str, timeout: float = 120.0, detail=str) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}\n{detail()}")
-        time.sleep(1.0)
+from tests.support import interpolate
 
 
 def _stage_rates_query() -> str:
@@ -32,23 +22,16 @@ def _stage_rates_query() -> str:
     return next(t["query"] for t in panel["targets"] if t["refId"] == "A")
 
 
-def _metrics_url(svc) -> str:
-    return f"http://127.0.0.1:{svc.health_port}/metrics"
-
-
 def test_the_dashboards_stage_query_returns_published_bridged_and_stored(pipeline, tmp_path):
-    query = InfluxQuery(InfluxSettings(influx_url=pipeline.env["TSDEMO_INFLUX_URL"],
-                                       influx_database=pipeline.env["TSDEMO_INFLUX_DATABASE"]))
+    query = InfluxQuery(InfluxSettings(influx_url=pipeline.endpoints.influx_url,
+                                       influx_database=pipeline.endpoints.influx_database))
     started_ms = int(time.time() * 1000)
     ledger_path = tmp_path / "ledger.json"
-    generator = pipeline.start("generator", "generate", {
+    generator = pipeline.start("generator", extra_env={
         "TSDEMO_DEVICES": "12", "TSDEMO_SITES": "2", "TSDEMO_RATE": "120", "TSDEMO_CLIENT_ID": "gen-stages",
         "TSDEMO_LEDGER_PATH": str(ledger_path), "TSDEMO_LEDGER_FLUSH_S": "0.5"})
-    stages = pipeline.start("stages", ["storage", "stages"], {
-        "TSDEMO_GENERATOR_METRICS_URLS": _metrics_url(generator),
-        "TSDEMO_INGEST_METRICS_URLS": _metrics_url(pipeline.services["ingest"]),
-        "TSDEMO_PROCESSING_METRICS_URLS": _metrics_url(pipeline.services["processing"]),
-        "TSDEMO_STAGES_INTERVAL_S": "1"})
+    # As the local stack starts it: reading the /metrics of the services running now.
+    stages = pipeline.start("stages", extra_env={**pipeline.stage_collector_env(), "TSDEMO_STAGES_INTERVAL_S": "1"})
     statement = _stage_rates_query()
 
     def rates() -> dict[str, float]:
@@ -67,8 +50,10 @@ def test_the_dashboards_stage_query_returns_published_bridged_and_stored(pipelin
         return {r["stage"]: r["total"] for r in rows}
 
     wanted = {STAGE_PUBLISHED, STAGE_BRIDGED, STAGE_STORED}
-    wait_until(lambda: all(rates().get(s, 0) > 0 for s in wanted), "a rate for each of " + ", ".join(sorted(wanted)),
-               detail=lambda: f"rates {rates()}, totals {totals()}\n{stages.tail()}")
+    wait_until(lambda: all(rates().get(s, 0) > 0 for s in wanted), 300, "a rate for each of " + ", ".join(wanted),
+               every=1.0, detail=lambda: f"rates {rates()}, totals {totals()}, stored windows "
+               f"{query.query('SELECT sum(count) FROM device_window')}\n{stages.tail()}\n"
+               f"{pipeline.services['processing'].tail()}")
     seen = rates()
     # 120 readings/s published, one reading per message: each stage's peak 5 s bucket is near that rate.
     assert all(20 < seen[s] < 1000 for s in wanted), seen
@@ -78,7 +63,8 @@ def test_the_dashboards_stage_query_returns_published_bridged_and_stored(pipelin
     published = int(load_ledger(ledger_path).header["published"])
     assert published > 0
 
-    wait_until(lambda: totals().get(STAGE_BRIDGED) == published and totals().get(STAGE_STORED) == published,
-               f"bridged and stored to reach the {published} readings published")
+    wait_until(lambda: totals().get(STAGE_BRIDGED) == published and totals().get(STAGE_STORED) == published, 300,
+               f"bridged and stored to reach the {published} readings published", every=1.0,
+               detail=lambda: f"totals {totals()}")
     # The last published point was written before the generator's final acknowledgements.
     assert 0 < totals()[STAGE_PUBLISHED] <= published

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+from deploy.wait import wait_until
 
 
 def stored_rows(pipeline, query: str) -> list[dict]:
@@ -51,14 +49,10 @@ def test_a_mosquitto_pub_reading_is_counted_with_its_mean(pipeline):
              "-t", "sensors/lab/cli-1", "-m", json.dumps(r)],
             check=True, timeout=10,
         )
-    deadline = time.monotonic() + 120
-    rows: list[dict] = []
-    while time.monotonic() < deadline:
-        rows = stored_rows(pipeline, 'SELECT sum("count") AS n, sum("sum") AS s FROM "device_window" '
-                                     "WHERE \"device_id\" = 'cli-1' AND \"metric\" = 'temperature'")
-        if rows and rows[0]["n"] == 3:
-            break
-        time.sleep(1)
+    query = ('SELECT sum("count") AS n, sum("sum") AS s FROM "device_window" '
+             "WHERE \"device_id\" = 'cli-1' AND \"metric\" = 'temperature'")
+    rows = wait_until(lambda: (r := stored_rows(pipeline, query)) and r[0]["n"] == 3 and r, 120,
+                      "the three readings stored", every=1.0, detail=lambda: str(stored_rows(pipeline, query)))
     assert rows and rows[0]["n"] == 3, rows
     assert rows[0]["s"] / rows[0]["n"] == pytest.approx(65.0 / 3)
     window = stored_rows(pipeline, 'SELECT "count", "mean" FROM "device_window" '
@@ -77,30 +71,23 @@ def test_a_bridge_retiring_mid_stream_loses_no_reading_end_to_end(pipeline):
     # ledger on with new boots, so verify checks both runs against everything stored for those devices.
     ledger = pipeline.workdir / "ledger.json"
     before = json.loads(ledger.read_text())["published"] if ledger.exists() else 0
-    gen_env = {"TSDEMO_CLIENT_ID": "gen-e2e", "TSDEMO_LEDGER_PATH": str(ledger)}
-    generator = subprocess.Popen(
-        [sys.executable, "-m", "deploy.cli", "generate", "--devices", "8", "--sites", "2", "--rate", "400",
-         "--count", "4000", "--batch", "4"], env={**os.environ, **pipeline.env, **gen_env}, cwd=pipeline.workdir,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    def forwarded() -> float:
-        from prometheus_client.parser import text_string_to_metric_families
+    generator = pipeline.start("generator-e2e", "generate", {"TSDEMO_CLIENT_ID": "gen-e2e",
+                                                             "TSDEMO_LEDGER_PATH": str(ledger)},
+                               args=["--devices", "8", "--sites", "2", "--rate", "400", "--count", "4000",
+                                     "--batch", "4"], wait=False)
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{leaving.health_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-                   if s.name == "tsdemo_ingest_forwarded_total")
+    def has_its_share() -> bool:  # of the stream
+        assert generator.running(), generator.tail()
+        return leaving.metric("tsdemo_ingest_forwarded_total") >= 100
 
-    deadline = time.monotonic() + 120
-    while forwarded() < 100:  # it has its share of the stream
-        assert time.monotonic() < deadline and generator.poll() is None, leaving.tail()
-        time.sleep(0.2)
-    assert generator.poll() is None  # mid-stream
+    wait_until(has_its_share, 120, "the retiring bridge to forward its share", detail=leaving.tail)
+    assert generator.running()  # mid-stream
     request = urllib.request.Request(f"http://127.0.0.1:{leaving.health_port}/retire", method="POST")
     with urllib.request.urlopen(request, timeout=10) as resp:
         assert resp.status == 202
     assert leaving.proc.wait(120) == 0, leaving.tail()
     assert '"msg": "bridge retired"' in leaving.tail(100)
-    assert generator.wait(120) == 0
+    assert generator.proc.wait(120) == 0, generator.tail()
     header = json.loads(ledger.read_text())
     assert header["published"] == before + 4000 and header["complete"]
     result = pipeline.run(["verify", "--ledger-path", str(ledger), "--wait-s", "120", "--json"], check=False)

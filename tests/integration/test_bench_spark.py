@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.bench]
+pytestmark = [pytest.mark.slow, pytest.mark.bench]
 
 
 def bench(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess:

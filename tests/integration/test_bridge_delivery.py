@@ -10,18 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -29,109 +23,38 @@ import psutil
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
-from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.servers import Kafka, Mosquitto, create_topics, free_port
-from tests.conftest import run_server
-
-pytestmark = pytest.mark.integration
+from deploy.services.components import Endpoints
+from deploy.services.pipeline import Pipeline
+from deploy.services.process import Process
+from deploy.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def wait_until(cond: Callable[[], object], what: str, timeout: float = 60.0, detail: Callable[[], str] = str) -> None:
-    """Poll ``cond`` until it is true; fail with ``what`` (and ``detail()``) if it never becomes so."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:.0f}s waiting for {what}\n{detail()}")
-        time.sleep(0.1)
-
-
-# -- the bridge as a process ----------------------------------------------------------------------
-
-
-class BridgeProc:
-    """``python -m deploy.cli ingest`` configured through TSDEMO_* variables, its log in a file."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log = env, log
-        self.proc: subprocess.Popen | None = None
-        self.health_port = 0
-
-    def start(self) -> BridgeProc:
-        self.health_port = free_port()
-        env = {**os.environ, **self.env, "TSDEMO_HEALTH_PORT": str(self.health_port)}
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", "ingest"], cwd=REPO, env=env,
-                                         stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-        wait_until(self.healthy, f"bridge {self.env['TSDEMO_CLIENT_ID']} to be healthy", detail=self.tail)
-        return self
-
-    def _get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=2) as resp:
-                return resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"bridge exited with {self.proc.returncode}\n{self.tail()}")
-        try:
-            return self._get("/healthz")[0] == 200
-        except OSError:
-            return False
-
-    def health(self) -> tuple[int, dict]:
-        code, body = self._get("/healthz")
-        return code, json.loads(body)
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum of a metric's samples (matching ``labels``) from the bridge's /metrics."""
-        text = self._get("/metrics")[1].decode()
-        return sum(
-            s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-        )
-
-    def rss(self) -> int:
-        assert self.proc is not None
-        return psutil.Process(self.proc.pid).memory_info().rss
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def terminate(self, timeout: float = 90) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def stop_quietly(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-
 @dataclass
 class Run:
-    """One test's private names: topic prefix, share group, Kafka topics."""
+    """One test's private names (topic prefix, share group, Kafka topics) and its bridges."""
 
     uid: str
     mosquitto: Mosquitto
     kafka_endpoint: str
     tmp: Path
-    bridges: list[BridgeProc]
     kafka_client: str = "kafka-python"
+    bridges: Pipeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        host, port = self.mosquitto.endpoint.removeprefix("mqtt://").rsplit(":", 1)
+        self.bridges = Pipeline(Endpoints(host, int(port), self.kafka_endpoint, kafka_topic=self.topic,
+                                          kafka_dlq_topic=self.dlq), self.tmp, {
+            "TSDEMO_TOPIC_FILTER": f"{self.prefix}/#",
+            "TSDEMO_SHARE_GROUP": f"g{self.uid}",
+            # The sessions these tests leave on the shared broker go away on their own.
+            "TSDEMO_SESSION_EXPIRY_S": "600",
+            "TSDEMO_LOG_LEVEL": "INFO",
+            "TSDEMO_KAFKA_CLIENT": self.kafka_client,
+        }, ready_timeout_s=60)
 
     @property
     def prefix(self) -> str:
@@ -145,38 +68,23 @@ class Run:
     def dlq(self) -> str:
         return f"readings-dlq-{self.uid}"
 
-    def bridge(self, name: str, **env: object) -> BridgeProc:
-        """A bridge (not started) with client id ``<name>-<uid>``; the same name is the same MQTT session."""
-        base = {
-            "TSDEMO_MQTT_HOST": self.mosquitto.host,
-            "TSDEMO_MQTT_PORT": str(self.mosquitto.port),
-            "TSDEMO_KAFKA_BOOTSTRAP": self.kafka_endpoint,
-            "TSDEMO_KAFKA_TOPIC": self.topic,
-            "TSDEMO_KAFKA_DLQ_TOPIC": self.dlq,
-            "TSDEMO_TOPIC_FILTER": f"{self.prefix}/#",
-            "TSDEMO_SHARE_GROUP": f"g{self.uid}",
-            "TSDEMO_CLIENT_ID": f"{name}-{self.uid}",
-            # The sessions these tests leave on the shared broker go away on their own.
-            "TSDEMO_SESSION_EXPIRY_S": "600",
-            "TSDEMO_LOG_LEVEL": "INFO",
-            "TSDEMO_KAFKA_CLIENT": self.kafka_client,
-        }
-        proc = BridgeProc({**base, **{f"TSDEMO_{k.upper()}": str(v) for k, v in env.items()}},
-                          self.tmp / f"{name}.log")
-        self.bridges.append(proc)
-        return proc
+    def bridge(self, name: str, **env: object) -> Process:
+        """A bridge, started and healthy, with client id ``<name>-<uid>``; the same name is the same MQTT
+        session (and the same log), so calling this again after a stop or a crash restarts it."""
+        return self.bridges.start(name, "ingest", {"TSDEMO_CLIENT_ID": f"{name}-{self.uid}",
+                                                   **{f"TSDEMO_{k.upper()}": str(v) for k, v in env.items()}})
 
 
 @contextlib.contextmanager
 def make_run(mosquitto: Mosquitto, kafka_endpoint: str, tmp_path: Path, kafka_client: str = "kafka-python"
              ) -> Iterator[Run]:
-    run = Run(uuid.uuid4().hex[:8], mosquitto, kafka_endpoint, tmp_path, [], kafka_client)
+    run = Run(uuid.uuid4().hex[:8], mosquitto, kafka_endpoint, tmp_path, kafka_client)
     create_topics(kafka_endpoint, {run.topic: 4, run.dlq: 1})
     try:
         yield run
     finally:
-        for bridge in run.bridges:
-            bridge.stop_quietly()
+        for bridge in run.bridges.services.values():
+            bridge.kill()
 
 
 @pytest.fixture
@@ -269,8 +177,8 @@ class TopicReader:
 
     def read_until(self, expected: set[str], timeout: float = 120) -> Counter:
         """Read until every expected id is there, then to the end; returns how often each id came."""
-        wait_until(lambda: self.poll() or expected <= set(self.ids()), f"{len(expected)} ids in Kafka",
-                   timeout, lambda: f"missing {len(expected - set(self.ids()))} of {len(expected)}")
+        wait_until(lambda: self.poll() or expected <= set(self.ids()), timeout, f"{len(expected)} ids in Kafka",
+                   every=0.1, detail=lambda: f"missing {len(expected - set(self.ids()))} of {len(expected)}")
         self.drain()
         return self.ids()
 
@@ -299,7 +207,7 @@ def check_unchanged(reader: TopicReader, pub: Publisher) -> None:
 
 @BOTH_CLIENTS
 def test_payloads_go_unchanged_keyed_in_order_and_oversized_ones_to_the_dlq_with_the_reason(run: Run):
-    bridge = run.bridge("b0", max_message_bytes=4096).start()
+    bridge = run.bridge("b0", max_message_bytes=4096)
     pub = Publisher(run, devices=5)
     pub.publish(0, 300)
     odd = b"\x00\xff not json at all \xfe"  # the bridge does not parse: processing decides
@@ -309,7 +217,7 @@ def test_payloads_go_unchanged_keyed_in_order_and_oversized_ones_to_the_dlq_with
     pub.acked()
 
     readings = TopicReader(run.kafka_endpoint, run.topic)
-    wait_until(lambda: readings.poll() or len(readings.records) >= 301, "301 records")
+    wait_until(lambda: readings.poll() or len(readings.records) >= 301, 60, "301 records")
     readings.drain()
     odd_records = [r for r in readings.records if r.value == odd]
     assert len(odd_records) == 1 and odd_records[0].key == b"d1"
@@ -329,7 +237,7 @@ def test_payloads_go_unchanged_keyed_in_order_and_oversized_ones_to_the_dlq_with
         assert rec.partition == (murmur2(rec.key) & 0x7FFFFFFF) % 4, (run.kafka_client, rec.key)
 
     dlq = TopicReader(run.kafka_endpoint, run.dlq)
-    wait_until(lambda: dlq.poll() or dlq.records, "the dead letter")
+    wait_until(lambda: dlq.poll() or dlq.records, 60, "the dead letter")
     (dead,) = dlq.records
     headers = dict(dead.headers)
     assert dead.value == big  # it fits in a Kafka record: kept whole, so it can be replayed
@@ -338,26 +246,25 @@ def test_payloads_go_unchanged_keyed_in_order_and_oversized_ones_to_the_dlq_with
     assert b"exceeds the bridge's limit of 4096" in headers["reason"]
 
     assert bridge.metric("tsdemo_ingest_received_total") == 302
-    wait_until(lambda: bridge.metric("tsdemo_ingest_forwarded_total") == 301, "forwarded == 301")
+    wait_until(lambda: bridge.metric("tsdemo_ingest_forwarded_total") == 301, 60, "forwarded == 301")
     assert bridge.metric("tsdemo_ingest_rejected_total", reason="too_large") == 1
     assert bridge.metric("tsdemo_ingest_inflight") == 0
     assert bridge.metric("tsdemo_ingest_kafka_ack_seconds_count") == 302
     code, health = bridge.health()
     assert code == 200 and health["mqtt"] and health["kafka"], health
-    assert bridge.terminate() == 0
+    assert bridge.stop(90) == 0
     pub.close()
 
 
 @pytest.mark.slow
 def test_sigterm_mid_stream_finishes_what_is_in_flight_so_a_restart_delivers_each_message_once(run: Run):
     bridge = run.bridge("b0")
-    bridge.start()
     pub = Publisher(run)
     pub.stream(0, 3000, pace_s=0.002)
-    wait_until(lambda: bridge.metric("tsdemo_ingest_forwarded_total") >= 800, "800 forwarded")
-    assert bridge.terminate() == 0
+    wait_until(lambda: bridge.metric("tsdemo_ingest_forwarded_total") >= 800, 60, "800 forwarded")
+    assert bridge.stop(90) == 0
     assert "bridge stopped" in bridge.tail()
-    bridge.start()  # same client id: the same session, with what arrived meanwhile
+    bridge = run.bridge("b0")  # same client id: the same session, with what arrived meanwhile
     acked = pub.acked()
     reader = TopicReader(run.kafka_endpoint, run.topic)
     counts = reader.read_until(acked)
@@ -372,14 +279,13 @@ def test_sigterm_mid_stream_finishes_what_is_in_flight_so_a_restart_delivers_eac
 @BOTH_CLIENTS
 def test_kill_9_mid_stream_and_restart_loses_nothing(run: Run):
     bridge = run.bridge("b0", max_inflight=200)
-    bridge.start()
     pub = Publisher(run)
     pub.stream(0, 4000, pace_s=0.002)
     for _ in range(2):  # the second time while the stream still fills the session
-        wait_until(lambda: bridge.metric("tsdemo_ingest_forwarded_total") >= 700, "700 forwarded")
-        bridge.kill9()
+        wait_until(lambda b=bridge: b.metric("tsdemo_ingest_forwarded_total") >= 700, 60, "700 forwarded")
+        bridge.kill()
         time.sleep(1)  # the stream goes on into the dead bridge's session
-        bridge.start()
+        bridge = run.bridge("b0", max_inflight=200)
     acked = pub.acked()
     reader = TopicReader(run.kafka_endpoint, run.topic)
     counts = reader.read_until(acked)
@@ -391,7 +297,7 @@ def test_kill_9_mid_stream_and_restart_loses_nothing(run: Run):
 class Sampler:
     """Samples a bridge's RSS, in-flight gauge and /healthz status in the background until stopped."""
 
-    def __init__(self, bridge: BridgeProc, every_s: float = 0.25) -> None:
+    def __init__(self, bridge: Process, every_s: float = 0.25) -> None:
         self.bridge, self.every_s = bridge, every_s
         self.peak_rss, self.peak_inflight = 0, 0.0
         self.codes: list[int] = []  # a list: copying it while the sampler appends is safe
@@ -402,7 +308,7 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             try:
-                self.peak_rss = max(self.peak_rss, self.bridge.rss())
+                self.peak_rss = max(self.peak_rss, psutil.Process(self.bridge.pid).memory_info().rss)
                 self.peak_inflight = max(self.peak_inflight, self.bridge.metric("tsdemo_ingest_inflight"))
                 self.codes.append(self.bridge.health()[0])
             except (OSError, psutil.Error):
@@ -416,7 +322,8 @@ class Sampler:
 @pytest.fixture
 def own_kafka(tmp_path: Path) -> Iterator[Kafka]:
     """A Kafka of this test's own, to stop without disturbing the session's."""
-    yield from run_server(Kafka(tmp_path / "kafka", free_port(), free_port()))
+    with Kafka(tmp_path / "kafka", free_port(), free_port()) as server:
+        yield server
 
 
 @pytest.mark.slow
@@ -426,11 +333,11 @@ def test_kafka_down_for_20s_loses_nothing_keeps_memory_bounded_and_recovers_alon
 ):
     max_inflight, pad = 50, 8000
     with make_run(mosquitto, own_kafka.endpoint, tmp_path, kafka_client) as run:
-        bridge = run.bridge("b0", max_inflight=max_inflight).start()
+        bridge = run.bridge("b0", max_inflight=max_inflight)
         pub = Publisher(run, pad=pad)
         pub.publish(0, 500)
-        wait_until(lambda: bridge.metric("tsdemo_ingest_forwarded_total") >= 500, "the warm-up forwarded")
-        baseline = bridge.rss()
+        wait_until(lambda: bridge.metric("tsdemo_ingest_forwarded_total") >= 500, 60, "the warm-up forwarded")
+        baseline = psutil.Process(bridge.pid).memory_info().rss
 
         sampler = Sampler(bridge)
         own_kafka.stop()
@@ -446,7 +353,7 @@ def test_kafka_down_for_20s_loses_nothing_keeps_memory_bounded_and_recovers_alon
 
         reader = TopicReader(own_kafka.endpoint, run.topic)
         counts = reader.read_until(acked, timeout=240)
-        wait_until(bridge.healthy, "the bridge to be healthy again", detail=bridge.tail)  # recovered alone
+        wait_until(bridge.healthy, 60, "the bridge to be healthy again", detail=bridge.tail)  # recovered alone
         sampler.stop()
         growth = (sampler.peak_rss - baseline) / 1e6
         print(f"\nKafka outage: RSS {baseline / 1e6:.1f} MB before, peak +{growth:.1f} MB; "
@@ -465,7 +372,7 @@ def test_kafka_down_for_20s_loses_nothing_keeps_memory_bounded_and_recovers_alon
 
 @pytest.mark.slow
 def test_two_bridges_share_the_load_and_together_deliver_everything_exactly_as_published(run: Run):
-    bridges = [run.bridge("b0").start(), run.bridge("b1").start()]
+    bridges = [run.bridge("b0"), run.bridge("b1")]
     pub = Publisher(run)
     pub.publish(0, 2000)
     acked = pub.acked()
@@ -481,17 +388,17 @@ def test_two_bridges_share_the_load_and_together_deliver_everything_exactly_as_p
 @pytest.mark.slow
 def test_a_killed_members_share_waits_in_its_session_and_arrives_when_it_returns(run: Run):
     max_inflight = 20
-    a = run.bridge("a", max_inflight=max_inflight).start()
-    b = run.bridge("b", max_inflight=max_inflight).start()
+    a = run.bridge("a", max_inflight=max_inflight)
+    b = run.bridge("b", max_inflight=max_inflight)
     pub = Publisher(run)
     pub.stream(0, 1000, pace_s=0.002)
-    wait_until(lambda: a.metric("tsdemo_ingest_forwarded_total") >= 200, "a to forward 200")
-    a.kill9()
+    wait_until(lambda: a.metric("tsdemo_ingest_forwarded_total") >= 200, 60, "a to forward 200")
+    a.kill()
     pub.acked()
     pub.publish(1000, 2000)  # all of these while a is dead
     acked = pub.acked()
 
-    a.start()  # the same client id: its session, with its share
+    a = run.bridge("a", max_inflight=max_inflight)  # the same client id: its session, with its share
     reader = TopicReader(run.kafka_endpoint, run.topic)
     counts = reader.read_until(acked)
     assert set(counts) == acked

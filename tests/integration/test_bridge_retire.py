@@ -20,16 +20,14 @@ from pathlib import Path
 import pytest
 
 from deploy.servers import Kafka, Mosquitto
+from deploy.wait import wait_until
 from tests.integration.test_bridge_delivery import (
     Publisher,
     Run,
     TopicReader,
     check_unchanged,
     make_run,
-    wait_until,
 )
-
-pytestmark = pytest.mark.integration
 
 HOOK = Path(__file__).resolve().parents[2] / "deploy/kubernetes/base/bridge-prestop.py"
 
@@ -91,11 +89,11 @@ def run_hook(api: FakeKubernetesApi, tmp_path: Path, pod: str, health_port: int)
 
 def test_a_bridge_retiring_mid_stream_hands_its_share_over_and_loses_nothing(run: Run, k8s_api, tmp_path):
     # A small window, so a burst leaves the retiring bridge's session a backlog to drain when it unsubscribes.
-    stays = run.bridge("ingest-0", max_inflight=5).start()
-    leaves = run.bridge("ingest-1", max_inflight=5).start()
+    stays = run.bridge("ingest-0", max_inflight=5)
+    leaves = run.bridge("ingest-1", max_inflight=5)
     pub = Publisher(run)
     pub.stream(0, 4000, pace_s=0.002)
-    wait_until(lambda: leaves.metric("tsdemo_ingest_forwarded_total") >= 500, "ingest-1 to forward 500")
+    wait_until(lambda: leaves.metric("tsdemo_ingest_forwarded_total") >= 500, 60, "ingest-1 to forward 500")
 
     # A rollout or eviction (the pod stays in the StatefulSet): the hook leaves the bridge alone.
     kept = run_hook(k8s_api, tmp_path, "ingest-1", leaves.health_port)
@@ -131,7 +129,7 @@ def test_a_bridge_retiring_mid_stream_hands_its_share_over_and_loses_nothing(run
 
 
 def test_retire_is_refused_from_anywhere_but_loopback_and_to_anything_but_post(run: Run):
-    bridge = run.bridge("b0").start()
+    bridge = run.bridge("b0")
     with pytest.raises(urllib.error.HTTPError) as got:
         urllib.request.urlopen(f"http://127.0.0.1:{bridge.health_port}/retire", timeout=5)
     assert got.value.code in (404, 405)

@@ -12,12 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from dashboards import alerts, interpolate, measures
+from dashboards import alerts, measures
 from storage.queries import InfluxQuery
 from storage.settings import InfluxSettings
 from storage.writer import InfluxWriter
-
-pytestmark = pytest.mark.integration
+from tests.support import interpolate
 
 MINUTE = 60_000
 

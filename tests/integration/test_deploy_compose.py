@@ -13,10 +13,8 @@ import pytest
 
 from deploy.servers import Mosquitto
 from deploy.servers.artifacts import KAFKA_VERSION
-from deploy.validate import compose as C
-from deploy.validate import tools
-
-pytestmark = pytest.mark.integration
+from tests.support.validate import compose as C
+from tests.support.validate import tools
 
 PROFILES = ["large-fleet", "second-bridge", "grafana-api", "verify", "tls"]
 OURS = {"storage-init", "processing", "ingest", "ingest-2", "generator", "generator-large", "dashboards-init",

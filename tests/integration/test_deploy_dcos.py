@@ -6,12 +6,8 @@ from __future__ import annotations
 import copy
 import json
 
-import pytest
-
-from deploy.validate import marathon as M
-from deploy.validate.compose import COMPOSE_DIR, read_dotenv
-
-pytestmark = pytest.mark.integration
+from tests.support.validate import marathon as M
+from tests.support.validate.compose import COMPOSE_DIR, read_dotenv
 
 VERSIONS = read_dotenv(COMPOSE_DIR / ".env")
 

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.servers import stop_process
-from deploy.validate import tools
-from deploy.validate.compose import (
+from tests.support.validate import tools
+from tests.support.validate.compose import (
     COMPOSE_DIR,
     REPO,
     Stage,
@@ -27,8 +26,6 @@ from deploy.validate.compose import (
     load,
     read_dotenv,
 )
-
-pytestmark = pytest.mark.integration
 
 IMAGES = REPO / "deploy" / "images"
 # One Dockerfile, one target per image (the other stages are shared by them).
@@ -311,13 +308,12 @@ def test_processing_driver_mode_runs_the_job_under_spark_submit(kafka, influxdb,
     (as bake_connector.py puts it into the image): under spark-submit the job's spark.jars.packages is
     never resolved, so an empty Ivy directory is given on purpose."""
     import os
-    import time
-    import urllib.request
 
     import pyspark
 
     from deploy.servers import create_topics, free_port
     from deploy.servers.artifacts import default_cache_dir
+    from deploy.services.process import spawn
 
     sys.path.insert(0, str(IMAGES / "processing"))
     try:
@@ -343,29 +339,15 @@ def test_processing_driver_mode_runs_the_job_under_spark_submit(kafka, influxdb,
         "TSDEMO_HEALTH_PORT": str(port), "TSDEMO_IVY_DIR": str(tmp_path / "empty-ivy"),
     })
     subprocess.run([sys.executable, "-m", "deploy.cli", "storage", "init"], env=env, check=True, capture_output=True)
-    log = tmp_path / "driver.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            ["bash", str(IMAGES / "processing" / "entrypoint.sh"), "driver", "--master", "local[2]",
-             "--conf", "spark.driver.host=127.0.0.1", "--jars", ",".join(map(str, connector)),
-             str(IMAGES / "processing" / "spark_main.py")],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    driver = spawn("spark driver", ["bash", str(IMAGES / "processing" / "entrypoint.sh"), "driver", "--master",
+                                    "local[2]", "--conf", "spark.driver.host=127.0.0.1", "--jars",
+                                    ",".join(map(str, connector)), str(IMAGES / "processing" / "spark_main.py")],
+                   tmp_path / "driver.log", env, health_port=port)
     try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"not healthy after 240 s:\n{log.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(1)
+        driver.wait_healthy(240)
         assert not (tmp_path / "empty-ivy" / "jars").exists()  # the packages were not resolved, as said
     finally:
-        stop_process(proc, 90)
+        driver.stop(90)
 
 
 def test_hadolint_finds_nothing_in_the_compose_stand_ins():

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.validate import kubernetes as K
-from deploy.validate.compose import COMPOSE_DIR, REPO, read_dotenv
-
-pytestmark = pytest.mark.integration
+from tests.support.validate import kubernetes as K
+from tests.support.validate.compose import COMPOSE_DIR, REPO, read_dotenv
 
 # AKS's oldest supported minor when this was written, and the newest schema kubernetes-validate ships.
 K8S_VERSIONS = ["1.31.0", "latest"]

@@ -2,7 +2,7 @@
 fault on, across a broker restart, over TLS with a password), pre-rendered payloads published by
 ``mosquitto_pub`` arrive byte for byte, replays arrive rebased, and 100,000 devices fit in memory.
 
-"Equals" is checked by an independent tally of the received payloads (``generators.tally``), which
+"Equals" is checked by an independent tally of the received payloads (``tests.support.tally``), which
 applies the pipeline's rules (dedupe on (device_id, boot, seq), malformed apart, late apart) in
 arrival order.
 """
@@ -24,27 +24,18 @@ import pytest
 
 from deploy.servers import Mosquitto, free_port
 from deploy.servers.mqtt_security import FLEET_USER, MqttSecurity, MqttTls
+from deploy.wait import wait_until
 from generators.render import write_payloads
 from generators.run import run
 from generators.settings import GeneratorSettings
-from generators.tally import Tally
 from servicekit.contract.ledger import load_ledger
-
-pytestmark = pytest.mark.integration
+from tests.support.tally import Tally
 
 REPO = Path(__file__).resolve().parents[2]
 FAULTS = dict(
     anomaly_rate=0.02, duplicate_rate=0.03, out_of_order_rate=0.03, late_rate=0.02, clock_skew_rate=0.2,
     offline_rate=0.003, offline_duration_s=2.0, reboot_rate=0.003, malformed_rate=0.03,
 )
-
-
-def wait_until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 class Subscriber:
@@ -122,7 +113,7 @@ def test_the_ledger_equals_what_a_subscriber_received_with_every_fault(mosquitto
         s = gen_settings(mosquitto, tmp_path, devices=40, sites=4, batch=4, rate=2000, count=8000,
                          fleet_manifest_path=tmp_path / "fleet.jsonl", **FAULTS)
         report = run(s)
-        wait_until(received_all(sub, s.ledger_path), "every acknowledged message at the subscriber")
+        wait_until(received_all(sub, s.ledger_path), 60, "every acknowledged message at the subscriber")
         tally = sub.tally()
     finally:
         sub.close()
@@ -152,7 +143,7 @@ def test_the_command_without_faults_publishes_exactly_its_count_and_a_restart_re
         for _ in range(2):
             done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stderr[-2000:]
-        wait_until(received_all(sub, ledger), "every acknowledged message at the subscriber")
+        wait_until(received_all(sub, ledger), 60, "every acknowledged message at the subscriber")
         tally = sub.tally()
     finally:
         sub.close()
@@ -169,7 +160,7 @@ def test_qos0_and_the_rate_report(mosquitto, tmp_path):
     try:
         s = gen_settings(mosquitto, tmp_path, devices=50, sites=5, batch=1, rate=1000, count=3000, qos=0)
         report = run(s)
-        wait_until(lambda: sub.count() >= 3000, "3000 messages")
+        wait_until(lambda: sub.count() >= 3000, 60, "3000 messages")
         tally = sub.tally()
     finally:
         sub.close()
@@ -193,7 +184,7 @@ def test_rendered_payloads_published_by_mosquitto_pub_arrive_identical(mosquitto
             with open(path, "rb") as f:
                 subprocess.run(["mosquitto_pub", "-h", mosquitto.host, "-p", str(mosquitto.port), "-q", "1",
                                 "-t", topic, "-l"], stdin=f, check=True, timeout=60)
-        wait_until(lambda: sub.count() >= rendered.messages, f"{rendered.messages} messages")
+        wait_until(lambda: sub.count() >= rendered.messages, 60, f"{rendered.messages} messages")
         received = list(sub.received)
     finally:
         sub.close()
@@ -220,7 +211,7 @@ def test_a_replayed_file_arrives_rebased_with_fresh_ids(mosquitto, tmp_path):
             s = gen_settings(mosquitto, tmp_path, replay_path=source, replay_timing="rate", rate=2000, batch=3)
             report = run(s)
             assert report.generated == 300
-        wait_until(received_all(sub, s.ledger_path), "every acknowledged message")
+        wait_until(received_all(sub, s.ledger_path), 60, "every acknowledged message")
         tally = sub.tally()
     finally:
         sub.close()
@@ -231,13 +222,11 @@ def test_a_replayed_file_arrives_rebased_with_fresh_ids(mosquitto, tmp_path):
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
-def test_a_broker_restart_mid_run_loses_nothing_the_ledger_counts(tmp_path, how):
+def test_a_broker_restart_mid_run_loses_nothing_the_ledger_counts(tmp_path, mosquitto_factory, how):
     """SIGTERM lets Mosquitto save its store; SIGKILL loses what it acknowledged since its last
     autosave, which the generator's resend after the reconnect must cover even when the broker stays
     down longer than the resend window."""
-    broker = Mosquitto(tmp_path / "mosquitto", free_port())
-    broker.start()
-    broker.wait_ready()
+    broker = mosquitto_factory()
     sub = Subscriber(broker.host, broker.port, f"sub-{tmp_path.name}", persistent=True)
     try:
         s = gen_settings(broker, tmp_path, devices=20, sites=2, batch=2, rate=500, duration_s=10,
@@ -245,7 +234,7 @@ def test_a_broker_restart_mid_run_loses_nothing_the_ledger_counts(tmp_path, how)
         result: dict = {}
         runner = threading.Thread(target=lambda: result.update(report=run(s)))
         runner.start()
-        wait_until(lambda: sub.count() > 200, "the first messages")
+        wait_until(lambda: sub.count() > 200, 60, "the first messages")
         if how == "sigkill":
             broker.kill()
         else:
@@ -257,11 +246,10 @@ def test_a_broker_restart_mid_run_loses_nothing_the_ledger_counts(tmp_path, how)
         assert not runner.is_alive()
         # Resent messages arrive twice, so the raw count proves nothing: wait for the distinct readings.
         published = load_ledger(s.ledger_path).header["published"]
-        wait_until(lambda: sub.tally().readings >= published, "every acknowledged reading after the restart")
+        wait_until(lambda: sub.tally().readings >= published, 60, "every acknowledged reading after the restart")
         tally = sub.tally()
     finally:
         sub.close()
-        broker.stop()
     report = result["report"]
     assert report.unacknowledged == 0 and report.readings_acked == report.generated
     assert_ledger_matches(s.ledger_path, tally)
@@ -286,32 +274,27 @@ def make_pki(d: Path) -> None:
                  "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
 
 
-def test_tls_with_a_client_certificate_and_a_password(tmp_path):
+def test_tls_with_a_client_certificate_and_a_password(tmp_path, mosquitto_factory):
     # The deployed broker configuration with its TLS listener asking for client certificates too.
     pki = tmp_path / "pki"
     make_pki(pki)
     password = secrets.token_urlsafe(16)
     tls_port = free_port()
-    broker = Mosquitto(tmp_path / "mosquitto", free_port(), security=MqttSecurity(
+    broker = mosquitto_factory(security=MqttSecurity(
         bridge_password=secrets.token_urlsafe(16), fleet_password=password,
         tls=MqttTls(pki, tls_port, require_certificate=True)))
-    broker.start()
-    broker.wait_ready()
     tls = dict(mqtt_port=tls_port, mqtt_tls=True, mqtt_ca_file=pki / "ca.crt", mqtt_cert_file=pki / "client.crt",
                mqtt_key_file=pki / "client.key")
-    try:
-        (tmp_path / "password").write_text(password + "\n")
-        good = gen_settings(broker, tmp_path / "good", devices=6, sites=2, rate=500, count=600, batch=3,
-                            mqtt_username=FLEET_USER, mqtt_password_file=tmp_path / "password", **tls)
-        report = run(good)
-        assert report.readings_acked == 600 and load_ledger(good.ledger_path).header["published"] == 600
-        bad = gen_settings(broker, tmp_path / "bad", devices=6, sites=2, rate=500, count=60, mqtt_username=FLEET_USER,
-                           mqtt_password="wrong", drain_timeout_s=2, **tls)
-        refused = run(bad)
-        assert refused.readings_acked == 0 and refused.unacknowledged == 60
-        assert load_ledger(bad.ledger_path).header["published"] == 0
-    finally:
-        broker.stop()
+    (tmp_path / "password").write_text(password + "\n")
+    good = gen_settings(broker, tmp_path / "good", devices=6, sites=2, rate=500, count=600, batch=3,
+                        mqtt_username=FLEET_USER, mqtt_password_file=tmp_path / "password", **tls)
+    report = run(good)
+    assert report.readings_acked == 600 and load_ledger(good.ledger_path).header["published"] == 600
+    bad = gen_settings(broker, tmp_path / "bad", devices=6, sites=2, rate=500, count=60, mqtt_username=FLEET_USER,
+                       mqtt_password="wrong", drain_timeout_s=2, **tls)
+    refused = run(bad)
+    assert refused.readings_acked == 0 and refused.unacknowledged == 60
+    assert load_ledger(bad.ledger_path).header["published"] == 0
 
 
 @pytest.mark.slow
@@ -351,7 +334,7 @@ def test_flat_out_a_fault_free_fleet_drawn_at_once_is_counted_exactly(mosquitto,
     try:
         s = gen_settings(mosquitto, tmp_path, devices=30, sites=3, batch=10, rate=10_000_000, count=40_000)
         report = run(s)
-        wait_until(received_all(sub, s.ledger_path), "every acknowledged message at the subscriber")
+        wait_until(received_all(sub, s.ledger_path), 60, "every acknowledged message at the subscriber")
         tally = sub.tally()
     finally:
         sub.close()

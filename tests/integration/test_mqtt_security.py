@@ -14,10 +14,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from deploy.servers import Mosquitto, free_port
+from deploy.servers import free_port
 from deploy.servers.mqtt_security import DEPLOYED_CONFIG, MqttSecurity, MqttTls, run_auth_script
-
-pytestmark = pytest.mark.integration
 
 BRIDGE, FLEET, DEVICE = (secrets.token_urlsafe(16) for _ in range(3))
 SECURITY = MqttSecurity(bridge_password=BRIDGE, fleet_password=FLEET, devices={"dev-7": DEVICE})
@@ -44,12 +42,8 @@ def client(port: int, user: str | None, password: str | None, tls_ca: Path | Non
 
 
 @pytest.fixture(scope="module")
-def secured(tmp_path_factory):
-    broker = Mosquitto(tmp_path_factory.mktemp("secure-mqtt"), free_port(), security=SECURITY)
-    broker.start()
-    broker.wait_ready()
-    yield broker
-    broker.stop()
+def secured(module_mosquitto_factory):
+    return module_mosquitto_factory("secure-mqtt", security=SECURITY)
 
 
 def test_the_broker_runs_the_deployed_config_with_only_container_paths_mapped(secured):
@@ -142,21 +136,15 @@ def make_pki(d: Path) -> None:
             "-extfile", "san.ext", "-out", "tls.crt")
 
 
-def test_tls_listener_serves_the_same_users(tmp_path):
+def test_tls_listener_serves_the_same_users(tmp_path, mosquitto_factory):
     make_pki(tmp_path / "pki")
     tls = MqttTls(tmp_path / "pki", free_port())
-    broker = Mosquitto(tmp_path / "broker", free_port(),
-                       security=MqttSecurity(bridge_password=BRIDGE, fleet_password=FLEET, tls=tls))
-    broker.start()
-    try:
-        broker.wait_ready()
-        c, rc = client(tls.port, "tsdemo-fleet", FLEET, tls_ca=tmp_path / "pki/ca.crt")
-        c.disconnect()
-        c.loop_stop()
-        assert rc == 0
-        c, rc = client(tls.port, None, None, tls_ca=tmp_path / "pki/ca.crt")
-        c.loop_stop()
-        assert rc != 0
-    finally:
-        broker.stop()
+    mosquitto_factory(security=MqttSecurity(bridge_password=BRIDGE, fleet_password=FLEET, tls=tls))
+    c, rc = client(tls.port, "tsdemo-fleet", FLEET, tls_ca=tmp_path / "pki/ca.crt")
+    c.disconnect()
+    c.loop_stop()
+    assert rc == 0
+    c, rc = client(tls.port, None, None, tls_ca=tmp_path / "pki/ca.crt")
+    c.loop_stop()
+    assert rc != 0
 

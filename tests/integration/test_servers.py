@@ -31,9 +31,6 @@ from deploy.servers import (
 )
 from deploy.servers.artifacts import kafka_classpath
 
-pytestmark = pytest.mark.integration
-
-
 # -- helpers -----------------------------------------------------------------------------------------
 
 

@@ -41,8 +41,6 @@ from storage.settings import InfluxSettings
 from storage.setup import backfill_rollups, init_storage, rollup_queries, stored_rollup_selects
 from storage.writer import InfluxWriteError, InfluxWriter
 
-pytestmark = pytest.mark.integration
-
 ROW_LIMIT = 100  # the private server's max-row-limit: query() must still return every row
 # Recent and hour-aligned: points older than the raw policy (7d) would be dropped by InfluxDB.
 BASE = int(time.time() * 1000) // 3_600_000 * 3_600_000 - 3_600_000

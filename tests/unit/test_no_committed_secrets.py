@@ -5,7 +5,7 @@ environment maps), Mosquitto password hashes, key and certificate files, filled-
 real credentials go in are git-ignored.
 
 A finding that is not a credential is allowed by its value in NOT_SECRETS, with the reason; a line that only
-names a Kubernetes Secret is not a finding. The vendored CRD schemas (deploy/validate/schemas, generated from
+names a Kubernetes Secret is not a finding. The vendored CRD schemas (tests/support/validate/schemas, generated from
 upstream artifacts) get every check but detect-secrets' line scan, which takes longer on them than on the rest
 of the repository together."""
 
@@ -34,7 +34,7 @@ NOT_SECRETS = {
 }
 # Lines that name a Secret rather than hold one (Kubernetes references by name).
 REFERENCE_LINES = [r"^\s*(-\s+)?secretName:\s*[\w.-]+\s*$", r"secretKeyRef"]
-VENDORED = "deploy/validate/schemas/"
+VENDORED = "tests/support/validate/schemas/"
 # A setting whose value must never be a literal: PASSWORD, TOKEN or SECRET at the end of its name.
 SECRET_SETTING = re.compile(r"(?i)(password|passwd|token|secret)$")
 # What detect-secrets does not look for.
