@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import urllib.request
+from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,12 +29,13 @@ def fetch(url: str, timeout: float = 2.0) -> str:
         raise ScrapeError(f"cannot read {url}: {exc}") from exc
 
 
-def sample_sums(text: str, names: set[str]) -> dict[str, float]:
-    """Per sample name in ``names``: the sum over all its label sets (absent names are left out)."""
+def sample_sums(text: str, names: set[str], labels: Mapping[str, str] | None = None) -> dict[str, float]:
+    """Per sample name in ``names``: the sum over its samples whose labels include ``labels`` (all of them
+    by default); a name without such a sample is left out."""
     sums: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name in names:
+            if sample.name in names and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
                 sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
     return sums
 

@@ -72,14 +72,9 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
 def metric_value(text: str, name: str, labels: Mapping[str, str] | None = None) -> float | None:
     """The sum of a Prometheus metric's samples matching ``labels`` in an exposition ``text``; None when
     there is none."""
-    from prometheus_client.parser import text_string_to_metric_families
+    from servicekit.scrape import sample_sums
 
-    total = None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
-                total = (total or 0.0) + sample.value
-    return total
+    return sample_sums(text, {name}, labels).get(name)
 
 
 @dataclass

@@ -24,17 +24,7 @@ import pytest
 import urllib3
 
 from deploy.servers import InfluxDB, free_port
-from servicekit.contract.influx import (
-    DEVICE_WINDOW,
-    DEVICE_WINDOW_1H,
-    DEVICE_WINDOW_1M,
-    RAW_RP,
-    ROLLUP_1H_RP,
-    ROLLUP_1M_RP,
-    SITE_WINDOW,
-    SITE_WINDOW_1H,
-    SITE_WINDOW_1M,
-)
+from servicekit.contract import influx
 from storage.cli import add_parser
 from storage.queries import InfluxQuery, InfluxQueryError, quote_ident, quote_string
 from storage.settings import InfluxSettings
@@ -94,10 +84,10 @@ def test_init_twice_leaves_the_same_state(settings: InfluxSettings, db: InfluxQu
     assert _schema(db, settings.influx_database) == first
 
     policies = {row["name"]: row for row in first[0]}
-    assert set(policies) == {RAW_RP, ROLLUP_1M_RP, ROLLUP_1H_RP}  # no stray autogen
-    assert policies[RAW_RP]["default"] and policies[RAW_RP]["duration"] == "168h0m0s"
-    assert policies[ROLLUP_1M_RP]["duration"] == "2160h0m0s"
-    assert policies[ROLLUP_1H_RP]["duration"] == "26280h0m0s"
+    assert set(policies) == {influx.RAW_RP, influx.ROLLUP_1M_RP, influx.ROLLUP_1H_RP}  # no stray autogen
+    assert policies[influx.RAW_RP]["default"] and policies[influx.RAW_RP]["duration"] == "168h0m0s"
+    assert policies[influx.ROLLUP_1M_RP]["duration"] == "2160h0m0s"
+    assert policies[influx.ROLLUP_1H_RP]["duration"] == "26280h0m0s"
     # Every CQ is stored exactly as written (else init could never be a no-op).
     stored = {row["name"]: row["query"] for row in first[1]}
     assert stored == {
@@ -135,7 +125,7 @@ def test_init_updates_what_changed(settings: InfluxSettings, db: InfluxQuery) ->
     ]
     assert init_storage(changed) == []
     policies, cqs = _schema(db, name)
-    assert {row["name"]: row["duration"] for row in policies}[ROLLUP_1H_RP] == "0s"
+    assert {row["name"]: row["duration"] for row in policies}[influx.ROLLUP_1H_RP] == "0s"
     assert "someone_elses" in {row["name"] for row in cqs}
 
 
@@ -172,7 +162,7 @@ def _fleet_windows(start_ms: int, end_ms: int, seed: int = 7) -> tuple[list[dict
                         fields.update(first=values[0], last=values[-1])
                     tags = {"site": site, "device_id": device, "type": kind, "metric": metric}
                     device_points.append(
-                        {"measurement": DEVICE_WINDOW, "tags": tags, "fields": fields, "time": t}
+                        {"measurement": influx.DEVICE_WINDOW, "tags": tags, "fields": fields, "time": t}
                     )
                     site_acc[(site, kind, metric, t)].append((device, values))
     site_points = []
@@ -180,7 +170,7 @@ def _fleet_windows(start_ms: int, end_ms: int, seed: int = 7) -> tuple[list[dict
         values = [v for _, vs in per_device for v in vs]
         site_points.append(
             {
-                "measurement": SITE_WINDOW,
+                "measurement": influx.SITE_WINDOW,
                 "tags": {"site": site, "type": kind, "metric": metric},
                 "fields": {
                     "count": len(values),
@@ -269,7 +259,7 @@ def test_rollups_equal_a_recomputation_from_the_raw_windows(
         assert writer.write(device_points + site_points) == len(device_points) + len(site_points)
 
     # Far outside the continuous queries' FOR window, so nothing has rolled up on its own...
-    assert db.query(f"SELECT count(*) FROM {ROLLUP_1M_RP}.{DEVICE_WINDOW_1M}") == []
+    assert db.query(f"SELECT count(*) FROM {influx.ROLLUP_1M_RP}.{influx.DEVICE_WINDOW_1M}") == []
     # ... and the backfill runs the exact statements InfluxDB holds for the continuous queries.
     selects = stored_rollup_selects(settings)
     assert selects == {cq.name: cq.select for cq in rollup_queries(settings.influx_database)}
@@ -279,8 +269,8 @@ def test_rollups_equal_a_recomputation_from_the_raw_windows(
     device_tags = ("device_id", "metric", "site", "type")
     site_tags = ("metric", "site", "type")
     for bucket, rp, device_m, site_m in (
-        (60_000, ROLLUP_1M_RP, DEVICE_WINDOW_1M, SITE_WINDOW_1M),
-        (hour, ROLLUP_1H_RP, DEVICE_WINDOW_1H, SITE_WINDOW_1H),
+        (60_000, influx.ROLLUP_1M_RP, influx.DEVICE_WINDOW_1M, influx.SITE_WINDOW_1M),
+        (hour, influx.ROLLUP_1H_RP, influx.DEVICE_WINDOW_1H, influx.SITE_WINDOW_1H),
     ):
         want_devices, want_sites = _expected(device_points, site_points, bucket)
         _assert_rollup(_stored(db, rp, device_m, device_tags), want_devices)
@@ -288,10 +278,10 @@ def test_rollups_equal_a_recomputation_from_the_raw_windows(
 
     # The data is uneven enough that averaging the window means would have been caught.
     naive = db.query(
-        f"SELECT mean(mean) AS m FROM {DEVICE_WINDOW} WHERE time >= {start}ms AND time < {end}ms GROUP BY *"
+        f"SELECT mean(mean) AS m FROM {influx.DEVICE_WINDOW} WHERE time >= {start}ms AND time < {end}ms GROUP BY *"
     )
     weighted = db.query(
-        f"SELECT sum(sum) / sum(count) AS m FROM {ROLLUP_1H_RP}.{DEVICE_WINDOW_1H} GROUP BY *"
+        f"SELECT sum(sum) / sum(count) AS m FROM {influx.ROLLUP_1H_RP}.{influx.DEVICE_WINDOW_1H} GROUP BY *"
     )
     assert any(not math.isclose(a["m"], b["m"], rel_tol=1e-6) for a, b in zip(naive, weighted, strict=True))
 
@@ -313,9 +303,9 @@ def test_continuous_queries_roll_up_recent_windows_by_themselves(
     assert want_devices and want_sites
 
     def check() -> None:
-        stored = _stored(db, ROLLUP_1M_RP, DEVICE_WINDOW_1M, ("device_id", "metric", "site", "type"))
+        stored = _stored(db, influx.ROLLUP_1M_RP, influx.DEVICE_WINDOW_1M, ("device_id", "metric", "site", "type"))
         _assert_rollup({k: v for k, v in stored.items() if k[1] < limit}, want_devices)
-        stored = _stored(db, ROLLUP_1M_RP, SITE_WINDOW_1M, ("metric", "site", "type"))
+        stored = _stored(db, influx.ROLLUP_1M_RP, influx.SITE_WINDOW_1M, ("metric", "site", "type"))
         _assert_rollup({k: v for k, v in stored.items() if k[1] < limit}, want_sites)
 
     # RESAMPLE EVERY 1m: the queries run at each minute boundary (run-interval is 1s here); a run
@@ -336,7 +326,7 @@ def test_continuous_queries_roll_up_recent_windows_by_themselves(
 
 def _point(t: int, **fields: float) -> dict:
     return {
-        "measurement": DEVICE_WINDOW,
+        "measurement": influx.DEVICE_WINDOW,
         "tags": {"site": "s", "device_id": "d", "type": "t", "metric": "m"},
         "fields": fields or {"count": 1, "mean": 1.0, "min": 1.0, "max": 1.0},
         "time": t,
@@ -500,7 +490,7 @@ def test_query_helpers(settings: InfluxSettings, db: InfluxQuery) -> None:
     assert counts[("d5", "a")] == 18
     assert db.stored_counts(since_ms=BASE + 20_000, until_ms=BASE + 30_000)[("d5", "b")] == 6
     assert db.latest_window_time() == BASE + 30_000
-    rows = db.query(f"SELECT * FROM {DEVICE_WINDOW}")
+    rows = db.query(f"SELECT * FROM {influx.DEVICE_WINDOW}")
     assert len(rows) == 360 and rows[0]["time"] == BASE + 10_000
     assert not InfluxQuery(InfluxSettings(influx_url=f"http://127.0.0.1:{free_port()}")).ping()
 
@@ -508,9 +498,9 @@ def test_query_helpers(settings: InfluxSettings, db: InfluxQuery) -> None:
 def test_query_json_is_flattened_with_tags_and_name(db: InfluxQuery, settings: InfluxSettings) -> None:
     InfluxWriter(settings).write([_point(BASE + 60_000), _point(BASE + 70_000)])
     rows = db.query(
-        f"SELECT sum({quote_ident('count')}) AS n FROM {DEVICE_WINDOW} GROUP BY time(1m), site fill(none)"
+        f"SELECT sum({quote_ident('count')}) AS n FROM {influx.DEVICE_WINDOW} GROUP BY time(1m), site fill(none)"
     )
-    assert rows == [{"site": "s", "time": BASE + 60_000, "n": 2, "_name": DEVICE_WINDOW}]
+    assert rows == [{"site": "s", "time": BASE + 60_000, "n": 2, "_name": influx.DEVICE_WINDOW}]
     json.dumps(rows)
 
 
@@ -530,13 +520,13 @@ def test_query_returns_every_row_past_max_row_limit(own_influxdb: InfluxDB) -> N
     plain = urllib3.PoolManager().request(
         "POST",
         f"{own_influxdb.endpoint}/query",
-        fields={"db": "rowlimit", "q": f"SELECT * FROM {DEVICE_WINDOW}"},
+        fields={"db": "rowlimit", "q": f"SELECT * FROM {influx.DEVICE_WINDOW}"},
         encode_multipart=False,
     )
     assert json.loads(plain.data)["results"][0]["series"][0].get("partial") is True
     # ... while query() and the helpers see everything.
     query = InfluxQuery(settings)
-    assert len(query.query(f"SELECT * FROM {DEVICE_WINDOW}")) == 3 * ROW_LIMIT
+    assert len(query.query(f"SELECT * FROM {influx.DEVICE_WINDOW}")) == 3 * ROW_LIMIT
     counts = query.stored_counts()
     assert len(counts) == 150 > ROW_LIMIT and set(counts.values()) == {4}
 
