@@ -173,6 +173,15 @@ def _writes(replay: Replay) -> list[str]:
     return [f"{r['method']} {r['path']}" for r in replay.received if r["method"] != "GET"]
 
 
+def _provision(grafana: tuple[Replay, str]) -> tuple[list[str], list[str]]:
+    """One quiet ``provision`` against the replayed Grafana, checked against the whole recording; the
+    actions it reports and the writes it sent."""
+    replay, url = grafana
+    actions = provision(_settings(url), say=lambda _line: None)
+    replay.check_complete()
+    return actions, _writes(replay)
+
+
 @pytest.mark.parametrize("grafana", ["fresh"], indirect=True)
 def test_first_run_waits_for_health_then_creates_everything(grafana):
     replay, url = grafana
@@ -190,19 +199,14 @@ def test_first_run_waits_for_health_then_creates_everything(grafana):
 
 @pytest.mark.parametrize("grafana", ["up_to_date"], indirect=True)
 def test_second_run_reads_and_writes_nothing(grafana):
-    replay, url = grafana
-    actions = provision(_settings(url), say=lambda _line: None)
-    replay.check_complete()
-    assert _writes(replay) == []
+    actions, writes = _provision(grafana)
+    assert writes == []
     assert all(a.endswith("is up to date") for a in actions), actions
 
 
 @pytest.mark.parametrize("grafana", ["drifted"], indirect=True)
 def test_changed_objects_are_updated_and_only_those(grafana):
-    replay, url = grafana
-    provision(_settings(url), say=lambda _line: None)
-    replay.check_complete()
-    assert _writes(replay) == [
+    assert _provision(grafana)[1] == [
         "PUT /api/datasources/uid/tsdemo-influxdb", "PUT /api/folders/tsdemo", "POST /api/dashboards/db",
         "POST /api/dashboards/db", "PUT /api/v1/provisioning/alert-rules/tsdemo-freshness",
         "POST /api/v1/provisioning/alert-rules", "PUT /api/v1/provisioning/folder/tsdemo/rule-groups/tsdemo",
@@ -225,10 +229,8 @@ def test_bad_credentials_stop_with_a_clear_error(grafana, capsys):
 
 @pytest.mark.parametrize("grafana", ["file_provisioned"], indirect=True)
 def test_objects_from_provisioning_files_are_left_to_them(grafana):
-    replay, url = grafana
-    actions = provision(_settings(url), say=lambda _line: None)
-    replay.check_complete()
-    assert _writes(replay) == []
+    actions, writes = _provision(grafana)
+    assert writes == []
     assert sum("comes from provisioning files" in a for a in actions) == 1 + 3 + 3, actions
 
 
