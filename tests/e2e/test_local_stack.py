@@ -46,6 +46,7 @@ def test_tsdemo_up_shows_the_published_rate_and_feeds_the_dashboards_stage_query
         "TSDEMO_MQTT_PORT": str(free_port()), "TSDEMO_KAFKA_PORT": str(free_port()),
         "TSDEMO_KAFKA_CONTROLLER_PORT": str(free_port()), "TSDEMO_INFLUX_PORT": str(influx_port),
         "TSDEMO_DEVICES": "10", "TSDEMO_RATE": "100", "TSDEMO_PROGRESS_INTERVAL_S": "2",
+        "TSDEMO_READY_TIMEOUT_S": "420",
         # The services take the user's settings too: a small, quick Spark job.
         "TSDEMO_SHUFFLE_PARTITIONS": "2", "TSDEMO_TRIGGER": "1 second", "TSDEMO_SPARK_MASTER": "local[2]",
     }
