@@ -20,7 +20,9 @@ class PipelineUnderTest(Pipeline):
     """A ``Pipeline`` with what the tests reach for besides: its broker and its working directory."""
 
     def __init__(self, endpoints: Endpoints, workdir: Path, mosquitto: Mosquitto, env: Mapping[str, str]) -> None:
-        super().__init__(endpoints, workdir, env, cwd=workdir)
+        # The Spark job's start (session, connector, state stores) takes 3-4 minutes when the shared 2-core
+        # machine runs several suites at once; 240 s was seen to fall short there.
+        super().__init__(endpoints, workdir, env, cwd=workdir, ready_timeout_s=480.0)
         self.workdir = workdir
         self.mosquitto = mosquitto
 
