@@ -1,4 +1,4 @@
-"""``tsdemo dashboards generate`` and ``tsdemo dashboards provision``.
+"""``tsdemo dashboards generate``, ``provision`` and ``snapshot``.
 
 ``deploy/cli.py`` calls ``add_parser(subparsers)`` and dispatches with ``args.func(args)``.
 """
@@ -53,9 +53,26 @@ def _provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _snapshot(args: argparse.Namespace) -> int:
+    from dashboards.snapshot import InfluxUnreachableError, SnapshotSettings, snapshot
+
+    settings = settings_from_args(SnapshotSettings, args)
+    try:
+        snapshot(settings, say=lambda line: print(line, flush=True))
+    except InfluxUnreachableError as exc:
+        print(f"tsdemo: {exc}; is the stack up (`tsdemo status`)? Point --influx-url (TSDEMO_INFLUX_URL) at it",
+              file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"tsdemo: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Registers ``tsdemo dashboards {generate,provision}``."""
+    """Registers ``tsdemo dashboards {generate,provision,snapshot}``."""
     from dashboards.settings import COMMITTED, GrafanaSettings
+    from dashboards.snapshot import SnapshotSettings
 
     dashboards = subparsers.add_parser(
         "dashboards",
@@ -94,4 +111,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_settings_arguments(provision, GrafanaSettings)
     provision.set_defaults(func=_provision)
+
+    snapshot = commands.add_parser(
+        "snapshot",
+        help="draw each dashboard's time-series panels from InfluxDB into PNGs (no Grafana needed)",
+        description=(
+            "Run each dashboard's time-series panel queries, variables and $timeFilter/$__interval filled\n"
+            "in as Grafana would, against InfluxDB, and draw them: one PNG per dashboard (DIR/<uid>.png),\n"
+            "panels in a grid, over the last --time-range. Variables: --var NAME=VALUE, else All where the\n"
+            "variable offers it, else its first value. Prints each panel's series and points; exits 1 when\n"
+            "InfluxDB cannot be reached. Example: tsdemo dashboards snapshot --out /tmp/shots --time-range 30m"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_settings_arguments(snapshot, SnapshotSettings)
+    snapshot.set_defaults(func=_snapshot)
     return dashboards
