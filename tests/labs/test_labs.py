@@ -66,6 +66,7 @@ class Workshop:
 
     def run(self, lab: Lab, index: int, block: Block) -> str:
         started = time.monotonic()
+        status: int | None = None
         try:
             done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.code], cwd=self.root, env=self.env,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -73,13 +74,18 @@ class Workshop:
             output, status = done.stdout, done.returncode
         except subprocess.TimeoutExpired as exc:
             output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-            pytest.fail(f"{block.where}: still running after {block.timeout:.0f}s\n{block.code}\n{_tail(output)}")
         took = time.monotonic() - started
         if self.output is not None:
             folder = self.output / lab.name
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{index:02d}-line{block.line}.txt").write_text(
                 f"$ {block.code}\n{output}\n[exit {status}, {took:.1f}s]\n")
+            for picture in (self.root / ".tsdemo" / "snapshots").glob("*.png"):  # the labs' pictures come from here
+                if picture.stat().st_mtime >= time.time() - took - 1:
+                    shutil.copy2(picture, folder / f"{index:02d}-{picture.name}")
+        if status is None:
+            pytest.fail(f"{block.where}: still running after {block.timeout:.0f}s\n{block.code}\n{_tail(output)}\n"
+                        f"{self.logs()}")
         if status != block.exit:
             pytest.fail(f"{block.where}: exit {status} (wanted {block.exit}) after {took:.0f}s\n{block.code}\n"
                         f"{_tail(output)}\n{self.logs()}")
