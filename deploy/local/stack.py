@@ -49,6 +49,9 @@ class Service:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # Picked now, not when the stack was planned: on a busy machine the port chosen for the generator was
+        # taken by the time it started, minutes later (the Spark JVM binds ports of its own), and up failed.
+        self.health_port = free_port()
         env = {**os.environ, **self.env, "TSDEMO_HEALTH_PORT": str(self.health_port)}
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
@@ -125,8 +128,8 @@ class LocalStack:
         self.services = {
             "processing": Service("processing", "process", {
                 **base, "TSDEMO_CHECKPOINT_DIR": str(self.state_dir / "checkpoints" / "processing"),
-            }, logs / "processing.log", free_port()),
-            "ingest": Service("ingest", "ingest", base, logs / "ingest.log", free_port()),
+            }, logs / "processing.log", 0),
+            "ingest": Service("ingest", "ingest", base, logs / "ingest.log", 0),
             "generator": Service("generator", "generate", {
                 **base,
                 "TSDEMO_DEVICES": str(self.settings.devices),
@@ -134,7 +137,7 @@ class LocalStack:
                 "TSDEMO_RATE": str(self.settings.rate),
                 "TSDEMO_COUNT": str(self.settings.generator_count),
                 "TSDEMO_LEDGER_PATH": str(self.state_dir / "ledger" / "generator.json"),
-            }, logs / "generator.log", free_port()),
+            }, logs / "generator.log", 0),
         }
 
     # -- lifecycle -------------------------------------------------------------------------------

@@ -60,6 +60,8 @@ class Workshop:
             "TSDEMO_KAFKA_BOOTSTRAP": f"127.0.0.1:{ports['KAFKA']}",
             "TSDEMO_INFLUX_URL": f"http://127.0.0.1:{ports['INFLUX']}",
             "TSDEMO_GRAFANA": "false",
+            # CI machines are shared: at a load average of 25 the Spark job took over the default 180 s to start.
+            "TSDEMO_READY_TIMEOUT_S": "600",
             "BRIDGE1_PORT": str(free_port()),
             "MQTT_LOCKED_PORT": str(free_port()),
         }
