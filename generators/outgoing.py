@@ -9,6 +9,7 @@ it apart (see generators/README.md, "The ledger").
 
 from __future__ import annotations
 
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,9 @@ class Message:
         return sum(1 for i in self.items if i.reading is not None)
 
 
+_ONLY_DICTS = {dict}
+_event_time = operator.itemgetter("ts")
+
 #: What a gateway buffer holds: an item, or a bare reading of a fault-free fleet.
 Entry = Item | dict[str, Any]
 
@@ -99,24 +103,55 @@ class Batcher:
         return out
 
     def add_plain(self, readings: list[dict[str, Any]]) -> list[Message]:
-        """``add`` for the bare readings of a fault-free fleet (``Message.plain``)."""
-        out: list[Message] = []
+        """``add`` for the bare readings of a fault-free fleet (``Message.plain``). They are grouped by
+        site first and cut into batches by slicing: a step per reading less than ``add``, whose
+        per-reading work was a third of the fast path's batching time."""
+        if self.batch == 1:
+            return [self._message(topic_for(r["site"], r["device_id"]), [r]) for r in readings]
+        by_site: dict[str, list[Entry]] = {}
         for r in readings:
-            self._put(r, r, out)
+            site = r["site"]
+            group = by_site.get(site)
+            if group is None:
+                by_site[site] = [r]
+            else:
+                group.append(r)
+        out: list[Message] = []
+        for site, group in by_site.items():
+            self._buffer(site).extend(group)
+            self._cut(site, out)
         return out
 
-    def _put(self, reading: dict[str, Any], entry: Entry, out: list[Message]) -> None:
+    def _put(self, reading: dict[str, Any], item: Item, out: list[Message]) -> None:
         if self.batch == 1:
-            out.append(self._message(topic_for(reading["site"], reading["device_id"]), [entry]))
+            out.append(self._message(topic_for(reading["site"], reading["device_id"]), [item]))
             return
         site = reading["site"]
+        self._buffer(site).append(item)
+        self._cut(site, out)
+
+    def _buffer(self, site: str) -> list[Entry]:
         buf = self._buffers.get(site)
         if buf is None:
             buf = self._buffers[site] = []
             self._born[site] = self.clock()
-        buf.append(entry)
-        if len(buf) >= self.batch:
-            out.append(self._take(site))
+        return buf
+
+    def _cut(self, site: str, out: list[Message]) -> None:
+        """Full batches off the front of ``site``'s buffer; what is left keeps its age."""
+        buf = self._buffers[site]
+        if len(buf) < self.batch:
+            return
+        topic = topic_for(site, f"gw-{site}")
+        full = len(buf) - len(buf) % self.batch
+        for k in range(0, full, self.batch):
+            out.append(self._message(topic, buf[k:k + self.batch]))
+        if full == len(buf):
+            del self._buffers[site], self._born[site]
+        else:
+            # The rest is new readings: the batch's age starts with them.
+            self._buffers[site] = buf[full:]
+            self._born[site] = self.clock()
 
     def due(self) -> list[Message]:
         """Partial gateway batches older than ``max_age_s``."""
@@ -135,20 +170,22 @@ class Batcher:
         return self._message(topic_for(site, f"gw-{site}"), items)
 
     def _message(self, topic: str, entries: list[Entry]) -> Message:
+        plain = set(map(type, entries)) == _ONLY_DICTS
+        if plain:
+            stamps = list(map(_event_time, entries))
+        else:
+            stamps = [_event_time(e if type(e) is dict else e.reading) for e in entries]  # type: ignore[union-attr]
         newest = self.newest_ts
         late: list[int] = []
-        plain = True
-        for k, entry in enumerate(entries):
-            if type(entry) is dict:
-                ts = entry["ts"]
-            else:
-                plain = False
-                ts = entry.reading["ts"]  # type: ignore[union-attr,index]
-            if newest is None or ts > newest:
-                newest = ts
-            elif newest - ts > self.late_threshold_ms:
-                late.append(k)
-        self.newest_ts = newest
+        top = max(stamps) if newest is None else max(newest, *stamps)
+        if min(stamps) < top - self.late_threshold_ms:
+            # Some reading may be late: judge each against the newest event time sent before it.
+            for k, ts in enumerate(stamps):
+                if newest is None or ts > newest:
+                    newest = ts
+                elif newest - ts > self.late_threshold_ms:
+                    late.append(k)
+        self.newest_ts = top
         if plain and not late:
             return Message(topic, encode(entries), [], plain=entries)  # type: ignore[arg-type]
         # A bare reading judged late (the clock went back) travels as an Item, so the ledger can
