@@ -1,4 +1,4 @@
-"""``tsdemo dashboards generate`` and ``tsdemo dashboards provision``.
+"""``tsdemo dashboards generate``, ``provision`` and ``snapshot``.
 
 ``deploy/cli.py`` calls ``add_parser(subparsers)`` and dispatches with ``args.func(args)``.
 """
@@ -60,8 +60,23 @@ def _provision(settings: GrafanaSettings) -> int:
     return 0
 
 
+def _snapshot(settings) -> int:  # noqa: ANN001 (a SnapshotSettings, imported with the command)
+    from dashboards.snapshot import InfluxUnreachableError, snapshot
+
+    try:
+        snapshot(settings, say=lambda line: print(line, flush=True))
+    except InfluxUnreachableError as exc:
+        print(f"tsdemo: {exc}; is the stack up (`tsdemo status`)? Point --influx-url (TSDEMO_INFLUX_URL) at it",
+              file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"tsdemo: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Registers ``tsdemo dashboards {generate,provision}``."""
+    """Registers ``tsdemo dashboards {generate,provision,snapshot}``."""
     commands = add_command_group(
         subparsers, "dashboards",
         "Grafana dashboards and alert rules: write the provisioning files, or push them to a Grafana",
@@ -81,3 +96,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "datasource, the tsdemo folder, the dashboards and the alert rules. Safe to run again: only\n"
             "what is missing or different is written. Objects that Grafana got from the provisioning\n"
             "files are left to them (the command says so)."))
+    from dashboards.snapshot import SnapshotSettings
+
+    add_service_command(
+        commands, "snapshot", "draw each dashboard's time-series panels from InfluxDB into PNGs (no Grafana needed)",
+        SnapshotSettings, _snapshot, description=(
+            "Run each dashboard's time-series panel queries, variables and $timeFilter/$__interval filled\n"
+            "in as Grafana would, against InfluxDB, and draw them: one PNG per dashboard (DIR/<uid>.png),\n"
+            "panels in a grid, over the last --time-range. Variables: --var NAME=VALUE, else All where the\n"
+            "variable offers it, else its first value. Prints each panel's series and points; exits 1 when\n"
+            "InfluxDB cannot be reached. Example: tsdemo dashboards snapshot --out /tmp/shots --time-range 30m"))

@@ -1,7 +1,7 @@
 """The InfluxQL of measures more than one dashboard or alert rule shows, written once.
 
 Grafana macros (``$timeFilter``, ``$__interval``) and variables stay in the text: Grafana, or
-``tests/support/interpolate.py``, substitutes them. Tag filters are written
+``dashboards/interpolate.py``, substitutes them. Tag filters are written
 ``"tag" =~ /^($var)$/`` so the same query works for one value, several (Grafana joins them as an
 alternation) and "All" (``.*``).
 """

@@ -19,6 +19,7 @@ FOLDER_MARKERS = {
     "integration": ("integration",),
     "e2e": ("e2e", "integration", "slow"),
     "containers": ("containers", "integration"),
+    "labs": ("labs", "e2e", "integration", "slow"),
 }
 TESTS = Path(__file__).resolve().parent
 

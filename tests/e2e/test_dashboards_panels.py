@@ -22,13 +22,12 @@ from typing import Any
 
 import pytest
 
-from dashboards import datasource, provisioning
+from dashboards import datasource, interpolate, panel_queries, provisioning
 from dashboards.conventions import DEVICE_UID, FLEET_UID, PIPELINE_UID
 from servicekit.contract.ledger import read_ledger
 from storage.queries import InfluxQuery
 from storage.settings import InfluxSettings
 from storage.writer import InfluxWriter
-from tests.support import interpolate
 
 READINGS = 2000
 INVALID_MESSAGES = ["this is not json", '{"device_id": "bad-1"}', '[{"site": "lab"}]']
@@ -429,21 +428,8 @@ def pipeline_checks() -> dict[tuple[int, str], Callable[[Check, list[dict]], Non
 
 
 # -- running a dashboard --------------------------------------------------------------------------------
-def _interval_ms(panel: dict[str, Any], from_ms: int, to_ms: int, max_data_points: int) -> int:
-    minimum = panel.get("interval") or datasource.MIN_INTERVAL
-    return interpolate.calculate_interval_ms(from_ms, to_ms, int(panel.get("maxDataPoints") or max_data_points),
-                                             minimum)
-
-
 def _variable_options(run: Run, dashboard: dict[str, Any], chosen: dict[str, Any]) -> dict[str, list[str]]:
-    """Runs each variable's query in order (later ones may use earlier ones), as Grafana does on load."""
-    options: dict[str, list[str]] = {}
-    for variable in dashboard["templating"]["list"]:
-        selection = interpolate.selections(dashboard, chosen, options)
-        statement = interpolate.interpolate(variable["query"], from_ms=run.from_ms, to_ms=run.to_ms,
-                                            interval_ms=10_000, variables=selection)
-        options[variable["name"]] = [r["value"] for r in run.query.query(statement)]
-    return options
+    return panel_queries.variable_options(dashboard, chosen, run.from_ms, run.to_ms, run.query.query)
 
 
 def _run_dashboard(run: Run, uid: str, chosen: dict[str, Any], checks: dict, max_data_points: int) -> int:
@@ -454,16 +440,15 @@ def _run_dashboard(run: Run, uid: str, chosen: dict[str, Any], checks: dict, max
     for panel in dashboard["panels"]:
         if panel["type"] == "row":
             continue
-        shift = interpolate.parse_interval_ms(panel["timeShift"]) if panel.get("timeShift") else 0
-        from_ms, to_ms = run.from_ms - shift, run.to_ms - shift
-        interval = _interval_ms(panel, from_ms, to_ms, max_data_points)
-        check = Check(run, panel, interval, from_ms, to_ms)
+        where = panel_queries.panel_range(panel, run.from_ms, run.to_ms, max_data_points)
+        check = Check(run, panel, where.interval_ms, where.from_ms, where.to_ms)
+        statements = {target["refId"]: statement
+                      for target, statement in panel_queries.target_statements(panel, where, selection)}
         for target in panel["targets"]:
             key = (panel["id"], target["refId"])
             assert key in checks, f"{uid} panel {panel['id']} ({panel['title']}) target {target['refId']} has no check"
-            if "query" in target:
-                statement = interpolate.interpolate(target["query"], from_ms=from_ms, to_ms=to_ms,
-                                                    interval_ms=interval, variables=selection)
+            if target["refId"] in statements:
+                statement = statements[target["refId"]]
                 assert not re.search(r"\$[\w{\[]", statement), statement  # every variable and macro replaced
                 check.results[target["refId"]] = run.query.query(statement)
             checks[key](check, check.results.get(target["refId"], []))

@@ -8,7 +8,7 @@ import re
 import time
 from pathlib import Path
 
-from dashboards import provisioning
+from dashboards import interpolate, provisioning
 from dashboards.conventions import PIPELINE_UID
 from deploy.servers import free_port
 from deploy.services.process import spawn, tsdemo
@@ -16,7 +16,6 @@ from deploy.wait import wait_until
 from servicekit.contract.influx import STAGE_BRIDGED, STAGE_PUBLISHED, STAGE_STORED
 from storage.queries import InfluxQuery
 from storage.settings import InfluxSettings
-from tests.support import interpolate
 
 RATE = re.compile(r"(published|bridged msgs|stored) ([\d,]+)/s")
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import time
 
-from dashboards import provisioning
+from dashboards import interpolate, provisioning
 from dashboards.conventions import PIPELINE_UID
 from deploy.wait import wait_until
 from servicekit.contract.influx import STAGE, STAGE_BRIDGED, STAGE_PUBLISHED, STAGE_STORED
 from servicekit.contract.ledger import load_ledger
 from storage.queries import InfluxQuery
 from storage.settings import InfluxSettings
-from tests.support import interpolate
 
 
 def _stage_rates_query() -> str:

@@ -12,11 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from dashboards import alerts, measures
+from dashboards import alerts, interpolate, measures
 from storage.queries import InfluxQuery
 from storage.settings import InfluxSettings
 from storage.writer import InfluxWriter
-from tests.support import interpolate
 
 MINUTE = 60_000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import interpolate as g
+from dashboards import interpolate as g
 
 HOUR = 3_600_000
 
