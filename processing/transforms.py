@@ -48,7 +48,8 @@ def parse_readings(raw: DataFrame, max_readings: int = 10_000, max_metrics: int 
     bytes are UTF-8, parse and size. Each reading is then classified on its own exploded row by plain
     expressions, with no higher-order function (``transform``/``exists`` lambdas run interpreted, row by
     row, and keep their projection out of Spark's generated code; an ``exists`` over the message's
-    readings, there to keep valid messages' bytes out of the explode, even ran again for every reading).
+    readings, there to keep valid messages' bytes out of the explode, sat in the explode's select, which
+    Spark evaluates after the explode: it ran again for every reading).
     The explode and the projections after it are one generated-code stage, so a message's bytes are
     copied only into its invalid rows (``payload``, for the DLQ record); valid rows carry none.
     """
