@@ -25,6 +25,9 @@ LATE_ROWS = Gauge(metrics.PROCESSING_LATE_ROWS, "readings dropped as later than 
 
 REPO = Path(__file__).resolve().parents[1]
 
+#: JVM options of the driver and executors (see build_session)
+ARROW_JAVA_OPTIONS = "-Darrow.enable_unsafe_memory_access=true -Darrow.enable_null_check_for_get=false"
+
 
 def kafka_connector() -> str:
     import pyspark
@@ -60,6 +63,12 @@ def build_session(settings: ProcessingSettings) -> Any:
         # With a watermark Spark otherwise runs a batch without input whenever the watermark moves, to
         # evict state: a batch's full fixed cost for nothing, since the step evicts on its next batch.
         .config("spark.sql.streaming.noDataMicroBatches.enabled", "false")
+        # Every value the step's rows carry to and from Python goes through Arrow's Java buffers, which
+        # bounds-check and reference-count each get and set: 12-15% of the JVM's CPU samples in the job's
+        # profile. Arrow's documented switches turn those checks off (the vectors are Spark's own, sized
+        # by its writer). Default options, so a deployment's extraJavaOptions still apply beside them.
+        .config("spark.driver.defaultJavaOptions", ARROW_JAVA_OPTIONS)
+        .config("spark.executor.defaultJavaOptions", ARROW_JAVA_OPTIONS)
     )
     if not os.environ.get("PYSPARK_PYTHON"):
         import sys
