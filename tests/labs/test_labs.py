@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deploy.servers import free_port
 
+from deploy.servers import free_port
 from tests.labs.labdoc import Block, Lab, labs
 
 REPO = Path(__file__).resolve().parents[2]
