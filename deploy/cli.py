@@ -35,6 +35,15 @@ def _unavailable(sub: argparse._SubParsersAction, name: str, extra: str, missing
     parser.set_defaults(func=fail)
 
 
+def _present(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is not there
+        return False
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
@@ -48,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module, function, names, extra in COMMANDS:
+        # A service image holds only its own packages (deploy/images/Dockerfile): a command whose module
+        # is not there at all is listed as unavailable; one that is there but fails to import is a bug.
+        if not _present(module):
+            for name in names:
+                _unavailable(sub, name, extra, module)
+            continue
         try:
             register = getattr(importlib.import_module(module), function)
         except ModuleNotFoundError as exc:
