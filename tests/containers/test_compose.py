@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.servers import free_port
 from deploy.validate import tools
 from deploy.validate.compose import COMPOSE_DIR, load
-from tests.containers.runtime import PINS
+from tests.containers.runtime import PINS, free_port
 
 pytestmark = [pytest.mark.containers, pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
