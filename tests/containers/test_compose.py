@@ -48,6 +48,16 @@ def compose(engine, tmp_path_factory) -> Iterator[tuple[list[str], dict[str, str
         say("the real server images are here: Grafana is left out all the same (the default profile's other"
             " services do not need it)")
     workdir = tmp_path_factory.mktemp("compose")
+    # The healthchecks run as written, with more patience: on this 2-core machine, loaded by other test runs
+    # to a load average of 30, one check of Kafka's (a JVM start) took longer than its 15 s timeout and
+    # `up` gave up on a broker that was starting fine.
+    patience = workdir / "compose.patience.yaml"
+    patience.write_text(
+        "services:\n"
+        + "".join(f"  {name}:\n    healthcheck: {{timeout: 60s, retries: 30, start_period: 120s}}\n"
+                  for name in ("mosquitto", "kafka", "influxdb", "ingest", "processing"))
+    )
+    files += ["-f", str(patience)]
     project = f"tsdemo-test-{workdir.name.replace('_', '-').lower()}"
     env = {**os.environ, "COMPOSE_PROJECT_NAME": project, "TSDEMO_GENERATOR_COUNT": str(COUNT),
            "TSDEMO_RATE": "250", "MQTT_HOST_PORT": str(free_port()), "GRAFANA_HOST_PORT": str(free_port())}

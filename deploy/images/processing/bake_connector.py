@@ -8,7 +8,8 @@
    would never be resolved there, and executors only see ``$SPARK_HOME/jars``. A jar pyspark already has
    (any version) is skipped: two versions of one library on a classpath is a bug waiting to happen.
    Symbolic links, not copies: the image would otherwise hold each of these jars twice (the cache is at
-   the same path in the build stage and the image).
+   the same path in the build stage and the image). Likewise a jar of the resolve that pyspark ships at
+   the same version stays in the Ivy cache as a link to pyspark's copy.
 
 Usage: python bake_connector.py --cache /opt/tsdemo/cache [--spark-jars DIR]
 """
@@ -51,6 +52,10 @@ def bake(cache: Path, spark_jars: Path) -> list[str]:
             (spark_jars / jar.name).symlink_to(jar)
             have.add(artifact_name(jar.name))
             added.append(jar.name)
+        elif (spark_jars / jar.name).is_file() and not (spark_jars / jar.name).is_symlink():
+            # The very jar pyspark ships (same name and version): the cache keeps a link to it, not a copy.
+            jar.unlink()
+            jar.symlink_to(spark_jars / jar.name)
     if not any(name.startswith("spark-sql-kafka-0-10_") for name in added + sorted(have)):
         raise SystemExit(f"no spark-sql-kafka-0-10 jar found in {ivy}")
     return added
