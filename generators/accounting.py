@@ -27,7 +27,13 @@ class Accountant:
 
     def sent(self, messages: list[Message]) -> None:
         """Before the messages go out: the ledger learns the boots in use."""
-        self.ledger.note_sent([i.reading for m in messages for i in m.items if i.reading is not None])
+        readings: list[dict] = []
+        for m in messages:
+            if m.plain is not None:
+                readings += m.plain
+            else:
+                readings += [i.reading for i in m.items if i.reading is not None]
+        self.ledger.note_sent(readings)
 
     def acked(self, messages: list[Message]) -> int:
         """The broker acknowledged ``messages``; returns the readings newly counted."""
@@ -38,6 +44,9 @@ class Accountant:
         on_time, late, labels = [], [], []
         malformed = duplicates = 0
         for message in messages:
+            if message.plain is not None:
+                on_time += message.plain
+                continue
             for item in message.items:
                 if item.reading is None:
                     malformed += item.payload is not None

@@ -9,6 +9,7 @@ it apart (see generators/README.md, "The ledger").
 
 from __future__ import annotations
 
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,10 +57,23 @@ class Message:
     topic: str
     payload: bytes
     items: list[Item]
+    #: In place of ``items``: readings of a fault-free fleet, none late, each sent once and without
+    #: labels, so nothing is decided per reading when they are acknowledged. An ``Item`` per reading
+    #: cost a fifth of the fast path's time.
+    plain: list[dict[str, Any]] | None = None
 
     @property
     def readings(self) -> int:
+        if self.plain is not None:
+            return len(self.plain)
         return sum(1 for i in self.items if i.reading is not None)
+
+
+_ONLY_DICTS = {dict}
+_event_time = operator.itemgetter("ts")
+
+#: What a gateway buffer holds: an item, or a bare reading of a fault-free fleet.
+Entry = Item | dict[str, Any]
 
 
 @dataclass
@@ -75,7 +89,7 @@ class Batcher:
     max_age_s: float = BATCH_MAX_AGE_S
     clock: Any = time.monotonic
     newest_ts: int | None = None
-    _buffers: dict[str, list[Item]] = field(default_factory=dict)
+    _buffers: dict[str, list[Entry]] = field(default_factory=dict)
     _born: dict[str, float] = field(default_factory=dict)
 
     def add(self, items: list[Item]) -> list[Message]:
@@ -85,19 +99,59 @@ class Batcher:
             if item.payload is not None:
                 out.append(Message(item.topic or "", item.payload, [item]))
             elif item.reading is not None:
-                r = item.reading
-                if self.batch == 1:
-                    out.append(self._message(topic_for(r["site"], r["device_id"]), [item]))
-                    continue
-                site = r["site"]
-                buf = self._buffers.get(site)
-                if buf is None:
-                    buf = self._buffers[site] = []
-                    self._born[site] = self.clock()
-                buf.append(item)
-                if len(buf) >= self.batch:
-                    out.append(self._take(site))
+                self._put(item.reading, item, out)
         return out
+
+    def add_plain(self, readings: list[dict[str, Any]]) -> list[Message]:
+        """``add`` for the bare readings of a fault-free fleet (``Message.plain``). They are grouped by
+        site first and cut into batches by slicing: a step per reading less than ``add``, whose
+        per-reading work was a third of the fast path's batching time."""
+        if self.batch == 1:
+            return [self._message(topic_for(r["site"], r["device_id"]), [r]) for r in readings]
+        by_site: dict[str, list[Entry]] = {}
+        for r in readings:
+            site = r["site"]
+            group = by_site.get(site)
+            if group is None:
+                by_site[site] = [r]
+            else:
+                group.append(r)
+        out: list[Message] = []
+        for site, group in by_site.items():
+            self._buffer(site).extend(group)
+            self._cut(site, out)
+        return out
+
+    def _put(self, reading: dict[str, Any], item: Item, out: list[Message]) -> None:
+        if self.batch == 1:
+            out.append(self._message(topic_for(reading["site"], reading["device_id"]), [item]))
+            return
+        site = reading["site"]
+        self._buffer(site).append(item)
+        self._cut(site, out)
+
+    def _buffer(self, site: str) -> list[Entry]:
+        buf = self._buffers.get(site)
+        if buf is None:
+            buf = self._buffers[site] = []
+            self._born[site] = self.clock()
+        return buf
+
+    def _cut(self, site: str, out: list[Message]) -> None:
+        """Full batches off the front of ``site``'s buffer; what is left keeps its age."""
+        buf = self._buffers[site]
+        if len(buf) < self.batch:
+            return
+        topic = topic_for(site, f"gw-{site}")
+        full = len(buf) - len(buf) % self.batch
+        for k in range(0, full, self.batch):
+            out.append(self._message(topic, buf[k:k + self.batch]))
+        if full == len(buf):
+            del self._buffers[site], self._born[site]
+        else:
+            # The rest is new readings: the batch's age starts with them.
+            self._buffers[site] = buf[full:]
+            self._born[site] = self.clock()
 
     def due(self) -> list[Message]:
         """Partial gateway batches older than ``max_age_s``."""
@@ -115,13 +169,28 @@ class Batcher:
         del self._born[site]
         return self._message(topic_for(site, f"gw-{site}"), items)
 
-    def _message(self, topic: str, items: list[Item]) -> Message:
+    def _message(self, topic: str, entries: list[Entry]) -> Message:
+        plain = set(map(type, entries)) == _ONLY_DICTS
+        if plain:
+            stamps = list(map(_event_time, entries))
+        else:
+            stamps = [_event_time(e if type(e) is dict else e.reading) for e in entries]  # type: ignore[union-attr]
         newest = self.newest_ts
-        for item in items:
-            ts = item.reading["ts"]  # type: ignore[index]
-            if newest is None or ts > newest:
-                newest = ts
-            elif newest - ts > self.late_threshold_ms:
-                item.late = True
-        self.newest_ts = newest
-        return Message(topic, encode([i.reading for i in items]), items)  # type: ignore[misc]
+        late: list[int] = []
+        top = max(stamps) if newest is None else max(newest, *stamps)
+        if min(stamps) < top - self.late_threshold_ms:
+            # Some reading may be late: judge each against the newest event time sent before it.
+            for k, ts in enumerate(stamps):
+                if newest is None or ts > newest:
+                    newest = ts
+                elif newest - ts > self.late_threshold_ms:
+                    late.append(k)
+        self.newest_ts = top
+        if plain and not late:
+            return Message(topic, encode(entries), [], plain=entries)  # type: ignore[arg-type]
+        # A bare reading judged late (the clock went back) travels as an Item, so the ledger can
+        # keep it apart.
+        items = [Item(reading=e) if type(e) is dict else e for e in entries]
+        for k in late:
+            items[k].late = True  # type: ignore[union-attr]
+        return Message(topic, encode([i.reading for i in items]), items)  # type: ignore[misc,union-attr]

@@ -163,7 +163,7 @@ def run(settings: GeneratorSettings, stop: threading.Event | None = None) -> Run
             if fleet_at_once and due > 0:
                 # A fault-free fleet: the pass's readings drawn with numpy in one call.
                 n = min(due, MAX_PER_PASS)
-                collect(source.next_many(int(time.time() * 1000), n), out)  # type: ignore[attr-defined]
+                out.extend(batcher.add_plain(source.next_many(int(time.time() * 1000), n)))  # type: ignore[attr-defined]
                 pacer.took(n)
             for _ in range(0 if fleet_at_once else min(due, MAX_PER_PASS)):
                 items = source.next(int(time.time() * 1000))

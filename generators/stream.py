@@ -96,9 +96,9 @@ class ReadingStream:
         """Whether ``next_many`` applies: a fault-free stream (faults decide reading by reading)."""
         return self.faults.clean
 
-    def next_many(self, now_ms: int, n: int) -> list[Item]:
+    def next_many(self, now_ms: int, n: int) -> list[dict[str, Any]]:
         """The next ``n`` readings, devices in turn, drawn with numpy (``generators.ticks``); only for a
-        fault-free stream."""
+        fault-free stream, whose readings need no ``Item`` (``Batcher.add_plain``)."""
         if not self.faults.clean:
             raise RuntimeError("next_many serves fault-free streams only; use next()")
         if self._tick is None:
@@ -106,7 +106,7 @@ class ReadingStream:
         readings = self._tick.readings(self._idx % len(self.fleet), n, now_ms)
         self._idx += n
         self.generated += n
-        return [Item(reading=r) for r in readings]
+        return readings
 
     def drain(self) -> list[Item]:
         """Every offline device comes back and sends its backlog."""

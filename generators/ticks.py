@@ -26,6 +26,17 @@ from generators.fleet import Device, Fleet
 from generators.signals import CYCLE_START_H, MS_PER_HOUR
 
 
+def _template(device: Device) -> dict[str, Any]:
+    # The key order of ReadingStream's readings, which the wire keeps.
+    reading: dict[str, Any] = {
+        "device_id": device.device_id, "site": device.site.site_id, "type": device.kind.name, "ts": 0,
+        "seq": 0, "boot": device.boot, "metrics": None, "lat": device.lat, "lon": device.lon,
+    }
+    if device.battery is not None:
+        reading["battery"] = 0.0
+    return reading
+
+
 def _seed(text: str) -> int:
     # A string seed through SHA-256, as random.Random does with SHA-512: stable across processes.
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
@@ -49,6 +60,15 @@ class _Kind:
         self.bias = np.array([[d.bias[i] for i in drawn] for d in devices])
         self.drift = np.array([[d.drift_per_h[i] for i in drawn] for d in devices])
         self.power_factor = np.array([d.power_factor for d in devices])
+        self.metrics_of = _dict_maker(self.names)
+
+
+def _dict_maker(names: tuple[str, ...]) -> Any:
+    """A function making ``{names[0]: v[0], ...}`` of a list ``v``, as a dict display: 4-6x faster
+    than ``dict(zip(names, v))``, and it runs once per reading (namedtuple makes its code the same
+    way). The names are the device types' own metric names, not input."""
+    body = ", ".join(f"{name!r}: v[{i}]" for i, name in enumerate(names))
+    return eval(f"lambda v: {{{body}}}", {})  # noqa: S307
 
 
 class FleetTick:
@@ -65,6 +85,10 @@ class FleetTick:
         local = {id(d): i for devices in by_kind.values() for i, d in enumerate(devices)}
         self.local = np.array([local[id(d)] for d in fleet.devices])
         self.hour_offset = np.array([d.site.solar_offset_h + d.phase_h for d in fleet.devices])
+        # A reading is its device's template copied, with seq, metrics and battery filled in: copying a
+        # dict of the same keys costs less than building it, and keeps the wire's key order.
+        self._templates = [_template(d) for d in fleet.devices]
+        self._drain = np.array([0.0 if d.battery is None else d.kind.battery_drain for d in fleet.devices])
 
     def readings(self, start: int, n: int, now_ms: int) -> list[dict[str, Any]]:
         """``n`` readings of the devices in turn from fleet position ``start`` on (wrapping round the fleet
@@ -74,14 +98,25 @@ class FleetTick:
         count = len(self.devices)
         if n < 1:
             raise ValueError(f"at least one reading per call, not {n}")
-        idx = (start + np.arange(n)) % count
+        start %= count
+        absolute = start + np.arange(n)
+        idx = absolute % count
+        # The how-manyth reading of its device in this call each position is: seq and battery follow
+        # from it without a Python step per reading.
+        occurrence = absolute // count - (idx < start)
+        devices = self.devices
+        order = idx.tolist()
+        seq0 = np.fromiter((d.seq for d in devices), dtype=np.int64, count=count)
+        battery0 = np.fromiter((0.0 if d.battery is None else d.battery for d in devices), dtype=float,
+                               count=count)
+        seqs = (seq0[idx] + occurrence).tolist()
+        batteries = np.round(np.maximum(battery0[idx] - occurrence * self._drain[idx], 0.0), 2).tolist()
         hours = now_ms / MS_PER_HOUR + self.hour_offset[idx]
         daily = np.sin(2 * math.pi * (hours - CYCLE_START_H) / 24.0)
         elapsed_h = (now_ms - self.started_ms) / MS_PER_HOUR
         kinds = self.kind_of[idx]
         out: list[Any] = [None] * n
-        devices = self.devices
-        order = idx.tolist()
+        templates = self._templates
         for k, part in enumerate(self.kinds):
             positions = np.flatnonzero(kinds == k)
             if not positions.size:
@@ -99,19 +134,22 @@ class FleetTick:
                 value = derive.formula(columns, part.power_factor[rows],
                                        lambda mean, sd, size=positions.size: self.rng.normal(mean, sd, size))
                 columns[spec.name] = np.round(np.clip(value, spec.low, spec.high), spec.decimals)
-            names = part.names
+            names, metrics_of = part.names, part.metrics_of
             matrix = np.column_stack([columns[name] for name in names]).tolist()
-            kind_name, drain = part.kind.name, part.kind.battery_drain
+            has_battery = part.kind.battery_drain > 0  # a drain is what gives a device a battery (fleet.py)
             for p, values in zip(positions.tolist(), matrix, strict=True):
-                device = devices[order[p]]
-                reading = {
-                    "device_id": device.device_id, "site": device.site.site_id, "type": kind_name, "ts": now_ms,
-                    "seq": device.seq, "boot": device.boot, "metrics": dict(zip(names, values, strict=True)),
-                    "lat": device.lat, "lon": device.lon,
-                }
-                device.seq += 1
-                if device.battery is not None:
-                    reading["battery"] = round(device.battery, 2)
-                    device.battery = max(0.0, device.battery - drain)
+                reading = templates[order[p]].copy()
+                reading["ts"] = now_ms
+                reading["seq"] = seqs[p]
+                reading["metrics"] = metrics_of(values)
+                if has_battery:
+                    reading["battery"] = batteries[p]
                 out[p] = reading
+        # Each device moves on by its readings in this call: seq by one each, the battery by its drain.
+        per_device = np.bincount(idx, minlength=count)
+        for i in np.flatnonzero(per_device).tolist():
+            device = devices[i]
+            device.seq += int(per_device[i])
+            if device.battery is not None:
+                device.battery = max(0.0, device.battery - float(per_device[i]) * float(self._drain[i]))
         return out

@@ -114,6 +114,27 @@ def test_batcher_marks_readings_late_against_the_newest_event_time_sent():
     assert msgs[0].topic == "sensors/s1/d"
 
 
+def test_bare_readings_travel_plain_unless_late_and_count_like_items(tmp_path):
+    batcher = Batcher(batch=2, late_threshold_ms=30_000)
+    plain = batcher.add_plain([reading("d", 0, T0), reading("e", 0, T0), reading("d", 1, T0 + 40_000)])
+    (m1,) = plain
+    assert m1.plain is not None and m1.items == [] and m1.readings == 2
+    assert [r["seq"] for r in json.loads(m1.payload)] == [0, 0]
+    # The clock went back past the threshold: the late reading becomes an Item the ledger keeps apart,
+    # and the on-time one beside it an Item too.
+    (m2,) = batcher.add_plain([reading("e", 1, T0 + 1_000)])
+    assert m2.plain is None and [i.late for i in m2.items] == [False, True]
+    # A buffer that holds items and bare readings alike makes an item message.
+    batcher.add([Item(reading=reading("f", 0, T0 + 50_000))])
+    (m3,) = batcher.add_plain([reading("g", 0, T0 + 50_000)])
+    assert m3.plain is None and len(m3.items) == 2 and not any(i.late for i in m3.items)
+    ledger = Ledger(tmp_path / "l.json")
+    acct = Accountant(ledger, LabelWriter(None))
+    acct.sent([m1, m2, m3])
+    assert acct.acked([m1, m2, m3]) == 6
+    assert ledger.published == 6 and ledger.late_published == 1 and ledger.messages_acked == 3
+
+
 def test_gateway_batches_fill_per_site_and_flush_when_old():
     now = [0.0]
     batcher = Batcher(batch=3, late_threshold_ms=30_000, clock=lambda: now[0])
