@@ -248,14 +248,15 @@ standins() {
 
 size_of() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1/1e6}'; }
 
+# -rP: the output of passed tests too (the verify reports, timings, what compose left out).
 # The compose run and the other tests side by side: both spend much of their time waiting on healthchecks
 # and Spark's start, and each session has servers and ports of its own.
 test_images() {
   local out=$CACHE/docker/test-compose.log compose status=0
   log "tests: tests/containers/test_compose.py in the background (its output: $out, shown at the end)"
-  "$PY" -m pytest -m containers tests/containers/test_compose.py -p no:cacheprovider "$@" >"$out" 2>&1 &
+  "$PY" -m pytest -m containers tests/containers/test_compose.py -p no:cacheprovider -rP "$@" >"$out" 2>&1 &
   compose=$!
-  "$PY" -m pytest -m containers tests/containers --ignore=tests/containers/test_compose.py "$@" || status=$?
+  "$PY" -m pytest -m containers tests/containers --ignore=tests/containers/test_compose.py -rP "$@" || status=$?
   wait "$compose" || status=$?
   log "tests/containers/test_compose.py:"; cat "$out"
   return "$status"
