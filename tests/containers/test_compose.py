@@ -3,7 +3,9 @@ binary (.cache/tools/bin, from tests/support/validate/install-tools.sh). Where t
 pulled, deploy/compose/compose.standins.yaml replaces them with the stand-ins built by
 deploy/images/containers.sh, and Grafana is left out (no stand-in; the log says so). The healthchecks,
 start order, volumes and hardening run for real; a bounded generator run must then pass the compose
-file's `verify` service (run as deploy/README.md runs it): 0 lost, 0 double-counted.
+file's `verify` service (run as deploy/README.md runs it): 0 lost, 0 double-counted. The broker is the
+compose file's locked-down one: credentials-init writes the password file and each service's own password,
+and an anonymous client is refused.
 """
 
 from __future__ import annotations
@@ -47,6 +49,16 @@ def compose(engine, tmp_path_factory) -> Iterator[tuple[list[str], dict[str, str
         say("the real server images are here: Grafana is left out all the same (the default profile's other"
             " services do not need it)")
     workdir = tmp_path_factory.mktemp("compose")
+    # The healthchecks run as written, with more patience: on this 2-core machine, loaded by other test runs
+    # to a load average of 30, one check of Kafka's (a JVM start) took longer than its 15 s timeout and
+    # `up` gave up on a broker that was starting fine.
+    patience = workdir / "compose.patience.yaml"
+    patience.write_text(
+        "services:\n"
+        + "".join(f"  {name}:\n    healthcheck: {{timeout: 60s, retries: 30, start_period: 120s}}\n"
+                  for name in ("mosquitto", "kafka", "influxdb", "ingest", "processing"))
+    )
+    files += ["-f", str(patience)]
     project = f"tsdemo-test-{workdir.name.replace('_', '-').lower()}"
     env = {**os.environ, "COMPOSE_PROJECT_NAME": project, "TSDEMO_GENERATOR_COUNT": str(COUNT),
            "TSDEMO_RATE": "250", "MQTT_HOST_PORT": str(free_port()), "GRAFANA_HOST_PORT": str(free_port())}
@@ -101,8 +113,17 @@ def test_compose_up_runs_a_bounded_generator_run_that_verify_finds_exact(compose
     # The long-running services are up and healthy through their own healthchecks; the jobs exited 0.
     for service in ("mosquitto", "kafka", "influxdb", "ingest", "processing"):
         assert summary[service][:2] == ("running", "healthy"), (service, summary[service])
-    for job in ("kafka-init", "storage-init", "generator"):
+    for job in ("credentials-init", "kafka-init", "storage-init", "generator"):
         assert summary[job][0] == "exited" and summary[job][2] == 0, (job, summary[job])
+    # The broker is locked down (allow_anonymous false, credentials-init's password file): the bridge and the
+    # generator signed in with their own passwords above, and a client without any is refused.
+    anonymous = run([*cmd, "exec", "-T", "mosquitto", "mosquitto_sub", "-t", "$SYS/broker/version", "-C", "1",
+                     "-W", "5", "-i", "anonymous-check"], env, 60)
+    say(f"anonymous subscribe: exit {anonymous.returncode}: {(anonymous.stdout + anonymous.stderr).strip()}")
+    assert anonymous.returncode != 0 and "not authori" in (anonymous.stdout + anonymous.stderr).lower(), anonymous
+    health = run([*cmd, "exec", "-T", "-e", "XDG_CONFIG_HOME=/mosquitto/auth/health", "mosquitto", "mosquitto_sub",
+                  "-t", "$SYS/broker/version", "-C", "1", "-W", "5", "-i", "health-check"], env, 60)
+    assert health.returncode == 0 and "mosquitto" in health.stdout.lower(), health  # the control: signed in
     # `docker compose stop`: each service within its stop_grace_period, with exit 0 (a SIGKILL would be 137).
     stop = run([*cmd, "stop"], env, 300)
     assert stop.returncode == 0, stop.stderr[-2000:]

@@ -119,7 +119,7 @@ def test_the_command_reads_tsdemo_variables_and_writes_the_pngs(database, tmp_pa
 
 
 def test_unreachable_influxdb_is_a_clear_error(tmp_path):
-    from deploy.local.servers import free_port
+    from deploy.servers import free_port
 
     done = _cli("--influx-url", f"http://127.0.0.1:{free_port()}", "--out", str(tmp_path))
     assert done.returncode == 1

@@ -3,10 +3,13 @@
 1. Resolves org.apache.spark:spark-sql-kafka-0-10_2.13 at pyspark's version into ``<cache>/ivy`` with
    deploy.servers.artifacts, the same Ivy cache `tsdemo process` hands Spark as ``spark.jars.ivy``: its
    ``spark.jars.packages`` then resolves offline.
-2. Copies the resolved jars that pyspark does not ship into pyspark's ``jars/``: under spark-submit (the
+2. Links the resolved jars that pyspark does not ship into pyspark's ``jars/``: under spark-submit (the
    Spark Operator's driver pod) the JVM is up before the job sets ``spark.jars.packages``, so the packages
    would never be resolved there, and executors only see ``$SPARK_HOME/jars``. A jar pyspark already has
    (any version) is skipped: two versions of one library on a classpath is a bug waiting to happen.
+   Symbolic links, not copies: the image would otherwise hold each of these jars twice (the cache is at
+   the same path in the build stage and the image). Likewise a jar of the resolve that pyspark ships at
+   the same version stays in the Ivy cache as a link to pyspark's copy.
 
 Usage: python bake_connector.py --cache /opt/tsdemo/cache [--spark-jars DIR]
 """
@@ -16,7 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -47,9 +49,13 @@ def bake(cache: Path, spark_jars: Path) -> list[str]:
     # Ivy's cache layout: <org>/<module>/jars/<module>-<rev>.jar; the build's cache holds only this resolve.
     for jar in sorted((ivy / "cache").glob("*/*/jars/*.jar")):
         if artifact_name(jar.name) not in have:
-            shutil.copy2(jar, spark_jars / jar.name)
+            (spark_jars / jar.name).symlink_to(jar)
             have.add(artifact_name(jar.name))
             added.append(jar.name)
+        elif (spark_jars / jar.name).is_file() and not (spark_jars / jar.name).is_symlink():
+            # The very jar pyspark ships (same name and version): the cache keeps a link to it, not a copy.
+            jar.unlink()
+            jar.symlink_to(spark_jars / jar.name)
     if not any(name.startswith("spark-sql-kafka-0-10_") for name in added + sorted(have)):
         raise SystemExit(f"no spark-sql-kafka-0-10 jar found in {ivy}")
     return added
