@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ingest.settings import BridgeSettings
-from servicekit.service import setup_logging, stop_on_signals
+from servicekit.service import long_running
 from servicekit.settings import add_service_command
-
-
-def _run(settings: BridgeSettings) -> int:
-    from ingest.bridge import run_bridge
-
-    setup_logging(settings.log_level)
-    return run_bridge(settings, stop_on_signals())
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "ingest",
         "bridge MQTT readings into Kafka (at-least-once, ordered acks)",
         BridgeSettings,
-        _run,
+        long_running("ingest.bridge:run_bridge"),
         description=(
             "Subscribe to $share/<group>/sensors/# (MQTT 5, persistent session) and forward each payload\n"
             "unchanged to Kafka, keyed by the topic's last segment; acknowledge MQTT only after Kafka.\n"

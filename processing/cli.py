@@ -5,15 +5,8 @@ from __future__ import annotations
 import argparse
 
 from processing.settings import ProcessingSettings
-from servicekit.service import setup_logging, stop_on_signals
+from servicekit.service import long_running
 from servicekit.settings import add_service_command
-
-
-def _run(settings: ProcessingSettings) -> int:
-    from processing.job import run_job
-
-    setup_logging(settings.log_level)
-    return run_job(settings, stop_on_signals())
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "process",
         "run the Spark Structured Streaming job (Kafka -> windows -> InfluxDB)",
         ProcessingSettings,
-        _run,
+        long_running("processing.job:run_job"),
         description=(
             "Read sensor-readings from Kafka, validate (invalid readings go to the DLQ with a reason),\n"
             "deduplicate on (device_id, boot, seq), aggregate per device and metric in event-time windows\n"

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -123,3 +124,18 @@ def stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return stop
+
+
+def long_running(target: str) -> Callable[[Any], int]:
+    """The ``run`` of a long-running service's command: logging set up, SIGTERM and SIGINT wired to a stop
+    event, then ``"module:function"`` called with the settings and the event. The module is imported only
+    when the command runs, so ``tsdemo --help`` in an image stays light."""
+
+    def run(settings: Any) -> int:
+        import importlib
+
+        module, _, name = target.partition(":")
+        setup_logging(settings.log_level)
+        return int(getattr(importlib.import_module(module), name)(settings, stop_on_signals()) or 0)
+
+    return run
