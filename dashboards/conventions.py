@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from grafana_foundation_sdk.builders import common as common_b
+from grafana_foundation_sdk.builders import stat, timeseries
 from grafana_foundation_sdk.builders.dashboard import Dashboard, QueryVariable
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import (
     DataTransformerConfig,
     VariableHide,
@@ -55,6 +58,40 @@ def new_dashboard(title: str, uid: str, description: str) -> Dashboard:
 def target(query: str, ref_id: str = "A") -> InfluxQL:
     """A raw InfluxQL target on the tsdemo datasource."""
     return InfluxQL(query).ref_id(ref_id).datasource(datasource.ref())
+
+
+def stat_panel(panel_id: int, title: str, description: str, query: str, unit: str, span: int,
+               fields: str | None = None) -> stat.Panel:
+    """A single value: the last non-null of one query (of ``fields``, when given), without a sparkline."""
+    reduce = common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
+    return (
+        stat.Panel()
+        .id(panel_id)
+        .title(title)
+        .description(description)
+        .datasource(datasource.ref())
+        .with_target(target(query))
+        .reduce_options(reduce.fields(fields) if fields else reduce)
+        .graph_mode(common.BigValueGraphMode.NONE)
+        .unit(unit)
+        .span(span)
+        .height(8)
+    )
+
+
+def series_panel(panel_id: int, title: str, query: str, unit: str, span: int, height: int = 8) -> timeseries.Panel:
+    """A time series of one query from 0 up; callers add its style (bars, legend, limits)."""
+    return (
+        timeseries.Panel()
+        .id(panel_id)
+        .title(title)
+        .datasource(datasource.ref())
+        .with_target(target(query))
+        .unit(unit)
+        .min(0)
+        .span(span)
+        .height(height)
+    )
 
 
 def tag_variable(name: str, label: str, query: str, *, multi: bool = False) -> QueryVariable:

@@ -13,7 +13,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
 
 from dashboards import datasource
-from dashboards.conventions import DEVICE_UID, new_dashboard, tag_variable, target
+from dashboards.conventions import DEVICE_UID, new_dashboard, series_panel, stat_panel, tag_variable, target
 from dashboards.influxql import InfluxAnnotation
 from dashboards.measures import regex_filter
 from servicekit.contract.influx import ANOMALY, DEVICE_STATUS, DEVICE_WINDOW
@@ -62,52 +62,25 @@ def _band_panel() -> timeseries.Panel:
 
 def _readings_panel() -> timeseries.Panel:
     return (
-        timeseries.Panel()
-        .id(2)
-        .title("Readings of $metric per bucket")
-        .datasource(datasource.ref())
-        .with_target(target(READINGS))
+        series_panel(2, "Readings of $metric per bucket", READINGS, "none", 12)
         .draw_style(common.GraphDrawStyle.BARS)
         .fill_opacity(60)
-        .unit("none")
-        .min(0)
         .legend(common_b.VizLegendOptions().show_legend(False))
-        .span(12)
-        .height(8)
     )
 
 
 def _battery_panel() -> timeseries.Panel:
     return (
-        timeseries.Panel()
-        .id(3)
-        .title("Battery")
-        .datasource(datasource.ref())
-        .with_target(target(BATTERY))
+        series_panel(3, "Battery", BATTERY, "percent", 8)
         .line_width(1)
-        .unit("percent")
-        .min(0)
         .max(100)
         .legend(common_b.VizLegendOptions().show_legend(False))
-        .span(8)
-        .height(8)
     )
 
 
 def _last_seen_panel() -> stat.Panel:
-    return (
-        stat.Panel()
-        .id(4)
-        .title("Last reading")
-        .description("Event time of the device's newest reading (device_status.last_seen_ms).")
-        .datasource(datasource.ref())
-        .with_target(target(LAST_SEEN))
-        .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .unit("dateTimeFromNow")
-        .span(4)
-        .height(8)
-    )
+    return stat_panel(4, "Last reading", "Event time of the device's newest reading (device_status.last_seen_ms).",
+                      LAST_SEEN, "dateTimeFromNow", 4)
 
 
 def _anomaly_annotation() -> dash_b.AnnotationQuery:

@@ -17,7 +17,15 @@ from grafana_foundation_sdk.models import geomap as geomap_m
 from grafana_foundation_sdk.models.dashboard import DataTransformerConfig, FieldColorModeId
 
 from dashboards import datasource
-from dashboards.conventions import FLEET_UID, hide_time_column, new_dashboard, tag_variable, target
+from dashboards.conventions import (
+    FLEET_UID,
+    hide_time_column,
+    new_dashboard,
+    series_panel,
+    stat_panel,
+    tag_variable,
+    target,
+)
 from dashboards.measures import latest_anomalies, readings_per_bucket, regex_filter
 from servicekit.contract.influx import DEVICE_STATUS, DEVICE_WINDOW, SITE_WINDOW
 
@@ -56,36 +64,17 @@ ANOMALIES = latest_anomalies(SITE)
 
 def _readings_panel() -> timeseries.Panel:
     return (
-        timeseries.Panel()
-        .id(1)
-        .title("Readings/s")
+        series_panel(1, "Readings/s", READINGS_PER_SECOND, "short", 12)
         .description("Readings stored per second, by event time (a reading counts once, whatever its metrics).")
-        .datasource(datasource.ref())
-        .with_target(target(READINGS_PER_SECOND))
-        .unit("short")
-        .min(0)
         .fill_opacity(15)
         .legend(common_b.VizLegendOptions().show_legend(True).display_mode(common.LegendDisplayMode.LIST)
                 .placement(common.LegendPlacement.BOTTOM))
-        .span(12)
-        .height(8)
     )
 
 
 def _devices_panel() -> stat.Panel:
-    return (
-        stat.Panel()
-        .id(2)
-        .title("Devices reporting")
-        .description("Devices with at least one stored window in the time range.")
-        .datasource(datasource.ref())
-        .with_target(target(DEVICES_REPORTING))
-        .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .unit("none")
-        .span(4)
-        .height(8)
-    )
+    return stat_panel(2, "Devices reporting", "Devices with at least one stored window in the time range.",
+                      DEVICES_REPORTING, "none", 4)
 
 
 def _anomalies_panel() -> table.Panel:

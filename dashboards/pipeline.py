@@ -15,7 +15,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
 
 from dashboards import datasource
-from dashboards.conventions import PIPELINE_UID, new_dashboard, target
+from dashboards.conventions import PIPELINE_UID, new_dashboard, series_panel, stat_panel, target
 from dashboards.measures import newest_window, pipeline_field, readings_per_bucket, stage_per_bucket
 from servicekit.contract.influx import PIPELINE_QUERY_DLQ as DLQ_QUERY
 from servicekit.contract.influx import PIPELINE_QUERY_WINDOWS as WINDOWS_QUERY
@@ -99,40 +99,16 @@ def _published_vs_stored_panel() -> timeseries.Panel:
 
 
 def _freshness_panel() -> stat.Panel:
-    return (
-        stat.Panel()
-        .id(3)
-        .title("Freshness")
-        .description("Now minus the start of the newest stored window (an alert rule fires above 2 minutes).")
-        .datasource(datasource.ref())
-        .with_target(target(FRESHNESS))
-        .reduce_options(common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False).fields("/^Time$/"))
-        .graph_mode(common.BigValueGraphMode.NONE)
-        .unit("dateTimeFromNow")
-        .span(6)
-        .height(8)
-    )
+    return stat_panel(3, "Freshness",
+                      "Now minus the start of the newest stored window (an alert rule fires above 2 minutes).",
+                      FRESHNESS, "dateTimeFromNow", 6, fields="/^Time$/")
 
 
 def _series_panel(panel_id: int, title: str, query: str, unit: str, width: int, description: str,
                   alias: str | None = None, bars: bool = False) -> timeseries.Panel:
-    influx = target(query)
+    panel = series_panel(panel_id, title, query, unit, width).description(description).line_width(1).legend(_legend())
     if alias:
-        influx = influx.alias(alias)
-    panel = (
-        timeseries.Panel()
-        .id(panel_id)
-        .title(title)
-        .description(description)
-        .datasource(datasource.ref())
-        .with_target(influx)
-        .line_width(1)
-        .unit(unit)
-        .min(0)
-        .legend(_legend())
-        .span(width)
-        .height(8)
-    )
+        panel = panel.targets([target(query).alias(alias)])
     return panel.draw_style(common.GraphDrawStyle.BARS).fill_opacity(60) if bars else panel
 
 
