@@ -77,33 +77,38 @@ def _devices_panel() -> stat.Panel:
                       DEVICES_REPORTING, "none", 4)
 
 
-def _anomalies_panel() -> table.Panel:
+def _table(panel_id: int, title: str, query: str, span: int, height: int) -> table.Panel:
     return (
         table.Panel()
-        .id(3)
-        .title("Latest anomalies")
+        .id(panel_id)
+        .title(title)
         .datasource(datasource.ref())
-        .with_target(target(ANOMALIES).table())
+        .with_target(target(query).table())
         .show_header(True)
-        .span(8)
-        .height(8)
+        .span(span)
+        .height(height)
     )
+
+
+def _totals_table(panel_id: int, title: str, description: str, query: str, height: int) -> table.Panel:
+    """Totals over the time range, one row per key, without the time column."""
+    return (
+        _table(panel_id, title, query, 12, height)
+        .description(description)
+        .with_transformation(hide_time_column())
+        .decimals(2)
+    )
+
+
+def _anomalies_panel() -> table.Panel:
+    return _table(3, "Latest anomalies", ANOMALIES, 8, 8)
 
 
 def _site_averages_panel() -> table.Panel:
-    return (
-        table.Panel()
-        .id(4)
-        .title("Per-site metric averages")
-        .description("Per site and metric over the time range: the mean weighted by readings, min, max, readings.")
-        .datasource(datasource.ref())
-        .with_target(target(SITE_AVERAGES).table())
-        .with_transformation(hide_time_column())
-        .show_header(True)
-        .decimals(2)
-        .span(12)
-        .height(10)
-    )
+    return _totals_table(
+        4, "Per-site metric averages",
+        "Per site and metric over the time range: the mean weighted by readings, min, max, readings.",
+        SITE_AVERAGES, 10)
 
 
 def _site_metric_panel() -> timeseries.Panel:
@@ -162,19 +167,9 @@ def _map_panel() -> geomap.Panel:
 
 
 def _device_totals_panel() -> table.Panel:
-    return (
-        table.Panel()
-        .id(7)
-        .title("Devices: $metric over the time range")
-        .description("Readings, mean (weighted by readings), min and max of $metric per device.")
-        .datasource(datasource.ref())
-        .with_target(target(DEVICE_TOTALS).table())
-        .with_transformation(hide_time_column())
-        .show_header(True)
-        .decimals(2)
-        .span(12)
-        .height(12)
-    )
+    return _totals_table(7, "Devices: $metric over the time range",
+                         "Readings, mean (weighted by readings), min and max of $metric per device.",
+                         DEVICE_TOTALS, 12)
 
 
 def build() -> dash_b.Dashboard:
