@@ -65,6 +65,12 @@ def _snapshot(settings) -> int:  # noqa: ANN001 (a SnapshotSettings, imported wi
 
     try:
         snapshot(settings, say=lambda line: print(line, flush=True))
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "matplotlib":
+            print("tsdemo: `tsdemo dashboards snapshot` draws with matplotlib: pip install 'tsdemo[snapshot]'",
+                  file=sys.stderr)
+            return 2
+        raise
     except InfluxUnreachableError as exc:
         print(f"tsdemo: {exc}; is the stack up (`tsdemo status`)? Point --influx-url (TSDEMO_INFLUX_URL) at it",
               file=sys.stderr)

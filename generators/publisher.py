@@ -28,13 +28,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from prometheus_client import Counter, Gauge
 
 from generators.outgoing import Message
 from servicekit.contract import metrics as m
-from servicekit.mqtt import FastClient, MqttSettings, PublishedBatch, make_client
+from servicekit.mqtt import FastClient, MqttSettings, PublishedBatch, connect_in_session, make_client
 
 log = logging.getLogger("generator.publisher")
 
@@ -91,18 +89,7 @@ class WindowedPublisher:
         self._closing = False
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        # A persistent session lets the broker and client finish in-flight QoS 1 flows after a
-        # reconnect instead of dropping them.
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        self.client.connect_async(
-            self._settings.mqtt_host,
-            self._settings.mqtt_port,
-            keepalive=self._settings.mqtt_keepalive_s,
-            clean_start=False,
-            properties=props,
-        )
-        self.client.loop_start()
+        connect_in_session(self.client, self._settings, SESSION_EXPIRY_S)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         if reason_code.is_failure:

@@ -48,7 +48,7 @@ from ingest.metrics import LEFT, RECEIVED, export_producer_figures
 from ingest.records import Message, Router
 from ingest.settings import BridgeSettings
 from servicekit.contract.metrics import INGEST_FORWARDED
-from servicekit.mqtt import make_client
+from servicekit.mqtt import connect_in_session, make_client
 from servicekit.service import log_event, serve_health
 
 log = logging.getLogger("ingest.bridge")
@@ -84,17 +84,7 @@ class Bridge:
 
     # -- MQTT ------------------------------------------------------------------------------------
     def start_mqtt(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.settings.session_expiry_s
-        props.ReceiveMaximum = self.settings.max_inflight
-        self.client.connect_async(
-            self.settings.mqtt_host,
-            self.settings.mqtt_port,
-            keepalive=self.settings.mqtt_keepalive_s,
-            clean_start=False,
-            properties=props,
-        )
-        self.client.loop_start()
+        connect_in_session(self.client, self.settings, self.settings.session_expiry_s, self.settings.max_inflight)
 
     def subscription(self) -> str:
         return f"$share/{self.settings.share_group}/{self.settings.topic_filter}"

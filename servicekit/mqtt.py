@@ -82,6 +82,21 @@ def make_client(settings: MqttSettings, client_id: str, *, manual_ack: bool = Fa
     return client
 
 
+def connect_in_session(client: mqtt.Client, settings: MqttSettings, session_expiry_s: int,
+                       receive_maximum: int | None = None) -> None:
+    """Connect in the background with a persistent session (``clean_start`` false, kept ``session_expiry_s``
+    after a disconnect) and start the network thread: the broker and the client then finish their in-flight
+    QoS 1 flows after a reconnect instead of dropping them. ``receive_maximum`` caps what the broker sends
+    before our acks."""
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = session_expiry_s
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
+    client.connect_async(settings.mqtt_host, settings.mqtt_port, keepalive=settings.mqtt_keepalive_s,
+                         clean_start=False, properties=props)
+    client.loop_start()
+
+
 #: How much one ``recv`` takes from the socket, and the most one coalesced ``send`` writes.
 READ_BYTES = 256 * 1024
 WRITE_BYTES = 256 * 1024
