@@ -69,6 +69,10 @@ class Message:
         return sum(1 for i in self.items if i.reading is not None)
 
 
+def _gateway_topic(site: str) -> str:
+    return topic_for(site, f"gw-{site}")
+
+
 _ONLY_DICTS = {dict}
 _event_time = operator.itemgetter("ts")
 
@@ -142,7 +146,7 @@ class Batcher:
         buf = self._buffers[site]
         if len(buf) < self.batch:
             return
-        topic = topic_for(site, f"gw-{site}")
+        topic = _gateway_topic(site)
         full = len(buf) - len(buf) % self.batch
         for k in range(0, full, self.batch):
             out.append(self._message(topic, buf[k:k + self.batch]))
@@ -167,7 +171,7 @@ class Batcher:
     def _take(self, site: str) -> Message:
         items = self._buffers.pop(site)
         del self._born[site]
-        return self._message(topic_for(site, f"gw-{site}"), items)
+        return self._message(_gateway_topic(site), items)
 
     def _message(self, topic: str, entries: list[Entry]) -> Message:
         plain = set(map(type, entries)) == _ONLY_DICTS

@@ -98,19 +98,22 @@ class FleetTick:
         count = len(self.devices)
         if n < 1:
             raise ValueError(f"at least one reading per call, not {n}")
-        start %= count
-        absolute = start + np.arange(n)
-        idx = absolute % count
-        # The how-manyth reading of its device in this call each position is: seq and battery follow
-        # from it without a Python step per reading.
-        occurrence = absolute // count - (idx < start)
+        positions_all = np.arange(n)
+        idx = (start + positions_all) % count
+        # Devices come in turn, so position p holds the same device as position p % count, for the
+        # (p // count)-th time in this call: seq and battery follow from that without a Python step per
+        # reading, and only the call's own devices (at most n) are read and written back, whatever the
+        # fleet's size.
+        occurrence = positions_all // count
+        first = positions_all % count
         devices = self.devices
         order = idx.tolist()
-        seq0 = np.fromiter((d.seq for d in devices), dtype=np.int64, count=count)
-        battery0 = np.fromiter((0.0 if d.battery is None else d.battery for d in devices), dtype=float,
-                               count=count)
-        seqs = (seq0[idx] + occurrence).tolist()
-        batteries = np.round(np.maximum(battery0[idx] - occurrence * self._drain[idx], 0.0), 2).tolist()
+        own = [devices[i] for i in order[:count]]
+        seq0 = np.fromiter((d.seq for d in own), dtype=np.int64, count=len(own))
+        battery0 = np.fromiter((d.battery or 0.0 for d in own), dtype=float, count=len(own))
+        drain0 = self._drain[idx[:count]]
+        seqs = (seq0[first] + occurrence).tolist()
+        batteries = np.round(np.maximum(battery0[first] - occurrence * drain0[first], 0.0), 2).tolist()
         hours = now_ms / MS_PER_HOUR + self.hour_offset[idx]
         daily = np.sin(2 * math.pi * (hours - CYCLE_START_H) / 24.0)
         elapsed_h = (now_ms - self.started_ms) / MS_PER_HOUR
@@ -146,10 +149,9 @@ class FleetTick:
                     reading["battery"] = batteries[p]
                 out[p] = reading
         # Each device moves on by its readings in this call: seq by one each, the battery by its drain.
-        per_device = np.bincount(idx, minlength=count)
-        for i in np.flatnonzero(per_device).tolist():
-            device = devices[i]
-            device.seq += int(per_device[i])
+        for f, device in enumerate(own):
+            taken = (n - 1 - f) // count + 1
+            device.seq += taken
             if device.battery is not None:
-                device.battery = max(0.0, device.battery - float(per_device[i]) * float(self._drain[i]))
+                device.battery = max(0.0, device.battery - taken * float(drain0[f]))
         return out

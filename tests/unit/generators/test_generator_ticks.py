@@ -41,6 +41,25 @@ def test_readings_follow_the_fleet_in_turn_with_seq_battery_and_specs():
             assert m["power"] == pytest.approx(min(15_000.0, m["voltage"] * m["current"] * pf), abs=0.051)
 
 
+def test_passes_shorter_than_the_fleet_touch_only_their_devices_and_continue_each_seq():
+    fleet = build_fleet(12, 3, seed=5)
+    tick = FleetTick(fleet, 5, T0)
+    seen: dict[str, list[int]] = {}
+    start = 9
+    for n in (5, 7, 1, 12, 3):  # wrapping round the fleet's end, shorter and as long as the fleet
+        before = {d.device_id: d.seq for d in fleet}
+        batch = tick.readings(start, n, T0 + 1000)
+        touched = {r["device_id"] for r in batch}
+        assert all(d.seq == before[d.device_id] for d in fleet if d.device_id not in touched)
+        for r in batch:
+            seen.setdefault(r["device_id"], []).append(r["seq"])
+        start = (start + n) % 12
+    for device in fleet:
+        assert seen[device.device_id] == list(range(device.seq))
+        if device.battery is not None:
+            assert device.battery >= 0
+
+
 def test_the_same_seed_draws_the_same_readings():
     a = FleetTick(build_fleet(8, 2, seed=9), 9, T0).readings(0, 50, T0)
     b = FleetTick(build_fleet(8, 2, seed=9), 9, T0).readings(0, 50, T0)
