@@ -5,10 +5,10 @@ helpers that give every target, variable and table the same datasource and look.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from grafana_foundation_sdk.builders import common as common_b
-from grafana_foundation_sdk.builders import stat, timeseries
+from grafana_foundation_sdk.builders import geomap, stat, table, timeseries
 from grafana_foundation_sdk.builders.dashboard import Dashboard, QueryVariable
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common
@@ -55,6 +55,15 @@ def new_dashboard(title: str, uid: str, description: str) -> Dashboard:
     )
 
 
+P = TypeVar("P", stat.Panel, table.Panel, timeseries.Panel, geomap.Panel)
+
+
+def panel_head(panel: P, panel_id: int, title: str, description: str | None = None) -> P:
+    """A panel's id, title, description and the tsdemo datasource: the start of every panel."""
+    panel = panel.id(panel_id).title(title).datasource(datasource.ref())
+    return panel.description(description) if description else panel
+
+
 def target(query: str, ref_id: str = "A") -> InfluxQL:
     """A raw InfluxQL target on the tsdemo datasource."""
     return InfluxQL(query).ref_id(ref_id).datasource(datasource.ref())
@@ -65,11 +74,8 @@ def stat_panel(panel_id: int, title: str, description: str, query: str, unit: st
     """A single value: the last non-null of one query (of ``fields``, when given), without a sparkline."""
     reduce = common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
     return (
-        stat.Panel()
-        .id(panel_id)
-        .title(title)
-        .description(description)
-        .datasource(datasource.ref())
+        panel_head(stat.Panel(), panel_id, title,
+                   description)
         .with_target(target(query))
         .reduce_options(reduce.fields(fields) if fields else reduce)
         .graph_mode(common.BigValueGraphMode.NONE)
@@ -82,10 +88,7 @@ def stat_panel(panel_id: int, title: str, description: str, query: str, unit: st
 def series_panel(panel_id: int, title: str, query: str, unit: str, span: int, height: int = 8) -> timeseries.Panel:
     """A time series of one query from 0 up; callers add its style (bars, legend, limits)."""
     return (
-        timeseries.Panel()
-        .id(panel_id)
-        .title(title)
-        .datasource(datasource.ref())
+        panel_head(timeseries.Panel(), panel_id, title)
         .with_target(target(query))
         .unit(unit)
         .min(0)

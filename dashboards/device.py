@@ -13,7 +13,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
 
 from dashboards import datasource
-from dashboards.conventions import DEVICE_UID, new_dashboard, series_panel, stat_panel, tag_variable, target
+from dashboards.conventions import DEVICE_UID, new_dashboard, panel_head, series_panel, stat_panel, tag_variable, target
 from dashboards.influxql import InfluxAnnotation
 from dashboards.measures import regex_filter
 from servicekit.contract.influx import ANOMALY, DEVICE_STATUS, DEVICE_WINDOW
@@ -43,11 +43,8 @@ def _band_panel() -> timeseries.Panel:
     edge = [DynamicConfigValue(id_val="custom.lineWidth", value=0),
             DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "blue"})]
     return (
-        timeseries.Panel()
-        .id(1)
-        .title("$metric: mean with min/max band")
-        .description("Per bucket: the mean weighted by readings, and the smallest and largest reading.")
-        .datasource(datasource.ref())
+        panel_head(timeseries.Panel(), 1, "$metric: mean with min/max band",
+                   "Per bucket: the mean weighted by readings, and the smallest and largest reading.")
         .with_target(target(BAND).alias("$col"))
         .line_width(1)
         .override_by_name("max", [*edge, DynamicConfigValue(id_val="custom.fillBelowTo", value="min"),

@@ -16,11 +16,11 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import geomap as geomap_m
 from grafana_foundation_sdk.models.dashboard import DataTransformerConfig, FieldColorModeId
 
-from dashboards import datasource
 from dashboards.conventions import (
     FLEET_UID,
     hide_time_column,
     new_dashboard,
+    panel_head,
     series_panel,
     stat_panel,
     tag_variable,
@@ -79,10 +79,7 @@ def _devices_panel() -> stat.Panel:
 
 def _table(panel_id: int, title: str, query: str, span: int, height: int) -> table.Panel:
     return (
-        table.Panel()
-        .id(panel_id)
-        .title(title)
-        .datasource(datasource.ref())
+        panel_head(table.Panel(), panel_id, title)
         .with_target(target(query).table())
         .show_header(True)
         .span(span)
@@ -113,10 +110,7 @@ def _site_averages_panel() -> table.Panel:
 
 def _site_metric_panel() -> timeseries.Panel:
     return (
-        timeseries.Panel()
-        .id(5)
-        .title("Average $metric per site")
-        .datasource(datasource.ref())
+        panel_head(timeseries.Panel(), 5, "Average $metric per site")
         .with_target(target(SITE_METRIC_MEAN).alias("$tag_site"))
         .line_width(1)
         .legend(common_b.VizLegendOptions().show_legend(True).display_mode(common.LegendDisplayMode.LIST)
@@ -147,11 +141,8 @@ def _map_layer() -> common_b.MapLayerOptions:
 def _map_panel() -> geomap.Panel:
     join = DataTransformerConfig(id_val="joinByField", options={"byField": "device_id", "mode": "outer"})
     return (
-        geomap.Panel()
-        .id(6)
-        .title("Devices by location, coloured by $metric")
-        .description("Position and battery from device_status; colour: the device's latest window mean of $metric.")
-        .datasource(datasource.ref())
+        panel_head(geomap.Panel(), 6, "Devices by location, coloured by $metric",
+                   "Position and battery from device_status; colour: the device's latest window mean of $metric.")
         .with_target(target(MAP_LOCATIONS, "A").table())
         .with_target(target(MAP_VALUES, "B").table())
         .with_transformation(join)

@@ -15,7 +15,7 @@ from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models.dashboard import DynamicConfigValue
 
 from dashboards import datasource
-from dashboards.conventions import PIPELINE_UID, new_dashboard, series_panel, stat_panel, target
+from dashboards.conventions import PIPELINE_UID, new_dashboard, panel_head, series_panel, stat_panel, target
 from dashboards.measures import newest_window, pipeline_field, readings_per_bucket, stage_per_bucket
 from servicekit.contract.influx import PIPELINE_QUERY_DLQ as DLQ_QUERY
 from servicekit.contract.influx import PIPELINE_QUERY_WINDOWS as WINDOWS_QUERY
@@ -49,15 +49,12 @@ def _legend() -> common_b.VizLegendOptions:
 
 def _stage_rates_panel() -> timeseries.Panel:
     return (
-        timeseries.Panel()
-        .id(1)
-        .title("Readings/s at each stage")
-        .description(
+        panel_head(
+            timeseries.Panel(), 1, "Readings/s at each stage",
             "published: readings the broker acknowledged; bridged: MQTT messages Kafka acknowledged (a gateway "
             "batch is one message); rejected: messages the bridge sent to the DLQ; stored: readings processing "
-            "added to InfluxDB; spark input: Kafka records read. Each stage's rate is its own counter's."
+            "added to InfluxDB; spark input: Kafka records read. Each stage's rate is its own counter's.",
         )
-        .datasource(datasource.ref())
         .with_target(target(STAGE_RATES, "A").alias("$tag_stage"))
         .with_target(target(SPARK_INPUT_RATE, "B"))
         .line_width(1)
@@ -78,14 +75,11 @@ def _published_vs_stored_panel() -> timeseries.Panel:
         DynamicConfigValue(id_val="custom.fillOpacity", value=80),
     ]
     return (
-        timeseries.Panel()
-        .id(2)
-        .title("Published against stored (1 minute back)")
-        .description(
+        panel_head(
+            timeseries.Panel(), 2, "Published against stored (1 minute back)",
             "Readings the generator published (its acknowledged counter) and readings stored, per bucket, "
-            "shifted one minute back so readings in flight do not count; the gap is drawn in red."
+            "shifted one minute back so readings in flight do not count; the gap is drawn in red.",
         )
-        .datasource(datasource.ref())
         .with_target(target(PUBLISHED, "A"))
         .with_target(target(STORED, "B"))
         .with_target(gap)
@@ -114,11 +108,8 @@ def _series_panel(panel_id: int, title: str, query: str, unit: str, width: int, 
 
 def _dlq_panel() -> timeseries.Panel:
     return (
-        timeseries.Panel()
-        .id(8)
-        .title("Sent to the DLQ")
-        .description("Records written to the DLQ topic: invalid readings (Spark), rejected messages (the bridge).")
-        .datasource(datasource.ref())
+        panel_head(timeseries.Panel(), 8, "Sent to the DLQ",
+                   "Records written to the DLQ topic: invalid readings (Spark), rejected messages (the bridge).")
         .with_target(target(DLQ_SPARK, "A"))
         .with_target(target(DLQ_BRIDGE, "B").alias("from the bridge (rejected messages)"))
         .draw_style(common.GraphDrawStyle.BARS)

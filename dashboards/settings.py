@@ -8,13 +8,12 @@ datasource provisioning file, so one set of variables describes the stack; here 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from servicekit.contract.influx import INFLUX_DATABASE
-from servicekit.settings import ServiceSettings, secrets_from_files
+from servicekit.settings import ServiceSettings
 
 # The generated provisioning tree, committed; compose and Kubernetes mount exactly this folder.
 COMMITTED = Path(__file__).resolve().parent / "provisioning"
@@ -54,14 +53,11 @@ class GrafanaSettings(ServiceSettings):
     influx_password: SecretStr | None = Field(None, description="password of --influx-username")
     influx_password_file: Path | None = Field(None, description="file holding --influx-password")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _secrets_from_files(cls, data: Any) -> Any:
-        return secrets_from_files(data, (
-            ("grafana_password", "grafana_password_file", "Grafana password"),
-            ("grafana_token", "grafana_token_file", "Grafana token"),
-            ("influx_password", "influx_password_file", "InfluxDB password"),
-        ))
+    secret_files = (
+        ("grafana_password", "grafana_password_file", "Grafana password"),
+        ("grafana_token", "grafana_token_file", "Grafana token"),
+        ("influx_password", "influx_password_file", "InfluxDB password"),
+    )
 
     @field_validator("grafana_url")
     @classmethod

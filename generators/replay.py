@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from generators.outgoing import Item
+from generators.pacing import RatePacer
 
 REQUIRED = ("device_id", "site", "type", "ts", "metrics")
 CSV_FIELDS = {"device_id", "site", "type", "ts", "seq", "boot", "lat", "lon", "battery"}
@@ -149,19 +150,15 @@ class ReplaySource:
         return []
 
 
-class FileTimingPacer:
-    """Paces a replay at the file's original timing (same interface as ``RatePacer``)."""
+class FileTimingPacer(RatePacer):
+    """Paces a replay at the file's original timing instead of at a steady rate."""
 
     def __init__(self, source: ReplaySource, start: float) -> None:
+        super().__init__(rate=0.0, start=start)
         self.source = source
-        self.start = start
-        self.issued = 0
 
     def due(self, now: float) -> int:
         if self.source.exhausted:
             return 1  # one more call lets the run loop see the end of the file
         # A microsecond of slack: 10.1 - 10.0 is 0.0999... in floating point.
         return self.source.due_by((now - self.start) * 1000 + 1e-3)
-
-    def took(self, n: int) -> None:
-        self.issued += n

@@ -9,11 +9,10 @@ and sink for the job (``spark_kafka_options``). Only plain settings here: no Kaf
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field, model_validator
 
-from servicekit.settings import ServiceSettings, secrets_from_files
+from servicekit.settings import ServiceSettings
 
 #: Spark's Kafka client signs in through JAAS; the login module each SASL mechanism needs.
 _LOGIN_MODULES = {
@@ -35,10 +34,7 @@ class KafkaConnectionSettings(ServiceSettings):
     kafka_ssl_ca_file: Path | None = Field(None, description="CA bundle (PEM) that signed Kafka's certificates "
                                            "(SSL, SASL_SSL; e.g. Strimzi's cluster CA)")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _kafka_secret_from_file(cls, data: Any) -> Any:
-        return secrets_from_files(data, (("kafka_sasl_password", "kafka_sasl_password_file", "Kafka SASL password"),))
+    secret_files = (("kafka_sasl_password", "kafka_sasl_password_file", "Kafka SASL password"),)
 
     @model_validator(mode="after")
     def _known_mechanism(self) -> KafkaConnectionSettings:

@@ -36,9 +36,9 @@ from paho.mqtt.exception import MalformedPacket
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from servicekit.settings import ServiceSettings, secrets_from_files
+from servicekit.settings import ServiceSettings
 
 
 class MqttSettings(ServiceSettings):
@@ -53,10 +53,7 @@ class MqttSettings(ServiceSettings):
     mqtt_key_file: Path | None = Field(None, description="private key (PEM) of the MQTT client certificate")
     mqtt_keepalive_s: int = Field(30, ge=5, description="MQTT keepalive in seconds")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _secrets_from_files(cls, data: Any) -> Any:
-        return secrets_from_files(data, (("mqtt_password", "mqtt_password_file", "MQTT password"),))
+    secret_files = (("mqtt_password", "mqtt_password_file", "MQTT password"),)
 
     def password(self) -> str | None:
         return self.mqtt_password

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, TypeVar, get_args, get_origin
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "TSDEMO_"
@@ -27,6 +27,17 @@ class ServiceSettings(BaseSettings):
     """Base for every service's settings: frozen, ``TSDEMO_`` prefix, unknown keys rejected."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # (secret field, field naming its file, what it is in messages): each class lists its own, and a
+    # model gets those of every class it is made of (a bridge's MQTT and Kafka secrets both).
+    secret_files: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: Any) -> Any:
+        return secrets_from_files(data, tuple(
+            pair for klass in cls.__mro__ for pair in vars(klass).get("secret_files", ())
+        ))
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -8,7 +8,7 @@ compatibility API, token auth) and 3.x all speak it.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlencode
 
 import urllib3
@@ -78,3 +78,21 @@ class InfluxHTTP:
 
     def close(self) -> None:
         self.pool.clear()
+
+
+class InfluxClient:
+    """What the writer and the query client have alike: their settings and one ``InfluxHTTP``, closed
+    with them (they are context managers)."""
+
+    def __init__(self, settings: InfluxSettings, pool: urllib3.PoolManager | None = None) -> None:
+        self.settings = settings
+        self.http = InfluxHTTP(settings, pool)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -18,8 +18,7 @@ from urllib.parse import urlencode
 import urllib3
 
 from servicekit.contract.influx import DEVICE_WINDOW
-from storage.client import InfluxHTTP, server_message
-from storage.settings import InfluxSettings
+from storage.client import InfluxClient, server_message
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +90,12 @@ def _json_documents(text: str) -> list[Any]:
         documents.append(document)
 
 
-class InfluxQuery:
+class InfluxQuery(InfluxClient):
     """Runs InfluxQL; rows come back as dicts of the columns with the series' tags merged in.
 
     ``time`` is epoch milliseconds. Each row also carries ``_name``, the series name (the
     measurement for a SELECT, the database for SHOW CONTINUOUS QUERIES) when InfluxDB gives one.
     """
-
-    def __init__(self, settings: InfluxSettings, pool: urllib3.PoolManager | None = None) -> None:
-        self.settings = settings
-        self.http = InfluxHTTP(settings, pool)
 
     def query_retrying(self, influxql: str, budget_s: float | None = None) -> list[dict[str, Any]]:
         """``query``, retried with backoff while InfluxDB cannot be reached or answers 5xx, for up to
@@ -258,14 +253,6 @@ class InfluxQuery:
                 on_wait(elapsed)
             time.sleep(min(interval_s, max(0.0, timeout_s - elapsed)))
 
-    def close(self) -> None:
-        self.http.close()
-
-    def __enter__(self) -> InfluxQuery:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _short(influxql: str) -> str:

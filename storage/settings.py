@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from servicekit.contract.influx import INFLUX_DATABASE
-from servicekit.settings import ServiceSettings, secrets_from_files
+from servicekit.settings import ServiceSettings
 
 _DURATION_PART = re.compile(r"(\d+)(ns|us|u|µ|ms|s|m|h|d|w)")
 _UNIT_S = {
@@ -73,13 +72,10 @@ class InfluxSettings(ServiceSettings):
         "1095d", description="retention of the 1-hour rollups ('rollup_1h'; INF: forever)"
     )
 
-    @model_validator(mode="before")
-    @classmethod
-    def _secrets_from_files(cls, data: Any) -> Any:
-        return secrets_from_files(data, (
-            ("influx_password", "influx_password_file", "password"),
-            ("influx_token", "influx_token_file", "token"),
-        ))
+    secret_files = (
+        ("influx_password", "influx_password_file", "password"),
+        ("influx_token", "influx_token_file", "token"),
+    )
 
     @field_validator("influx_url")
     @classmethod

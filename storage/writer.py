@@ -27,7 +27,7 @@ from typing import Any
 
 import urllib3
 
-from storage.client import InfluxHTTP, server_message
+from storage.client import InfluxClient, server_message
 from storage.lineprotocol import InvalidPointError, to_line
 from storage.settings import InfluxSettings
 
@@ -56,12 +56,11 @@ class InfluxWriteError(RuntimeError):
         self.written = written
 
 
-class InfluxWriter:
+class InfluxWriter(InfluxClient):
     """Writes batches of line protocol (ms precision, gzip) to ``/write?db=<influx_database>``."""
 
     def __init__(self, settings: InfluxSettings, pool: urllib3.PoolManager | None = None) -> None:
-        self.settings = settings
-        self.http = InfluxHTTP(settings, pool)
+        super().__init__(settings, pool)
         # Cumulative counters a service can export as metrics.
         self.points_written = 0
         self.points_skipped = 0
@@ -172,14 +171,6 @@ class InfluxWriter:
             time.sleep(delay)
             backoff = min(backoff * 2, _MAX_BACKOFF_S)
 
-    def close(self) -> None:
-        self.http.close()
-
-    def __enter__(self) -> InfluxWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _retry_after(response: urllib3.BaseHTTPResponse) -> float | None:

@@ -84,3 +84,18 @@ def test_a_services_command_imports_neither_the_stack_the_checks_nor_the_bench(c
             "'deploy.bench', 'deploy.servers'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_model_made_of_several_settings_reads_each_ones_secret_files(tmp_path, monkeypatch):
+    # The bridge's settings are MQTT's and Kafka's together: both secret files must be read, and a
+    # value given directly must win over its file.
+    from ingest.settings import BridgeSettings
+
+    (tmp_path / "mqtt").write_text("from-mqtt-file\n")
+    (tmp_path / "kafka").write_text("from-kafka-file\n")
+    monkeypatch.setenv("TSDEMO_MQTT_PASSWORD_FILE", str(tmp_path / "mqtt"))
+    monkeypatch.setenv("TSDEMO_KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "kafka"))
+    settings = BridgeSettings()
+    assert (settings.mqtt_password, settings.kafka_sasl_password) == ("from-mqtt-file", "from-kafka-file")
+    monkeypatch.setenv("TSDEMO_MQTT_PASSWORD", "given")
+    assert BridgeSettings().mqtt_password == "given"
