@@ -17,6 +17,12 @@ acknowledged since the last save. The publisher therefore keeps what was acknowl
 the same reading ids, which processing deduplicates, so nothing is counted twice and nothing
 acknowledged is lost. The window is counted back from the disconnect, not from the reconnect: a
 broker that takes longer than the window to come back must not shrink the resend to nothing.
+
+A PUBACK can also say that no one subscribed (MQTT 5 reason 16, "no matching subscribers"): the broker
+has dropped the message. That happens after a broker restart, because Mosquitto 2.0 does not restore a
+shared subscription from its store: until the bridge subscribes again, what arrives is dropped. Such a
+message is not counted; it keeps its window slot and is sent again every ``UNROUTED_RETRY_S`` until a
+subscriber takes it (the same reading ids: a copy that did get through is deduplicated downstream).
 """
 
 from __future__ import annotations
@@ -41,10 +47,15 @@ ACKED_MESSAGES = Counter(m.GENERATOR_MESSAGES_ACKED, "MQTT messages acknowledged
 REFUSED = Counter(m.GENERATOR_MESSAGES_REFUSED, "MQTT messages the broker refused")
 INFLIGHT = Gauge(m.GENERATOR_MESSAGES_INFLIGHT, "MQTT messages not yet acknowledged")
 RESENT = Counter(m.GENERATOR_MESSAGES_RESENT, "acknowledged messages sent again after a reconnect")
+UNROUTED = Counter(m.GENERATOR_MESSAGES_UNROUTED, "messages the broker had no subscriber for, sent again")
 # Counted by the run loop (the accountant decides what is a new reading): the pipeline's published stage.
 READINGS_ACKED = Counter(m.GENERATOR_READINGS_ACKED, "readings acknowledged by the broker, each counted once")
 #: A cap on the resend buffer whatever the rate: at most this many recent messages are kept.
 RESEND_MAX_MESSAGES = 20_000
+#: PUBACK reason code 16: the broker accepted the message but no subscription matched it, so it is gone.
+NO_MATCHING_SUBSCRIBERS = 16
+#: How long a message nobody subscribed to waits before it is sent again.
+UNROUTED_RETRY_S = 0.5
 #: MQTT 5 session expiry: the broker keeps our session (and the flows of in-flight messages) this long.
 SESSION_EXPIRY_S = 3600
 
@@ -64,12 +75,17 @@ class WindowedPublisher:
         on_acked: Callable[[list[Message]], Any],
         *,
         resend_window_s: float = 0.0,
+        resend_unrouted: bool = False,
     ) -> None:
         self.qos = qos
         self.max_inflight = max_inflight
         self.resend_window_s = resend_window_s
+        self.resend_unrouted = resend_unrouted and qos > 0
+        self._unrouted_logged = 0.0
         self._recent: collections.deque[tuple[float, str, bytes]] = collections.deque(maxlen=RESEND_MAX_MESSAGES)
-        self._resend_mids: set[int] = set()
+        # Messages sent again (after a reconnect, or nobody had subscribed), by mid: already counted, so
+        # their PUBACK settles nothing, but a bounded run waits for them before it ends.
+        self._resend_mids: dict[int, tuple[str, bytes]] = {}
         self._connected_before = False
         self._lost_at = 0.0  # time.monotonic() when the connection was last seen lost
         self.on_acked = on_acked
@@ -108,12 +124,17 @@ class WindowedPublisher:
             recent = [(topic, payload) for at, topic, payload in self._recent if at >= horizon]
         if not recent:
             return
-        mids = self.client.publish_many(recent, self.qos)
-        with self._cond:
-            self._resend_mids.update(mids or ())
+        self._send_again(recent)
         RESENT.inc(len(recent))
         log.info("sent the last %.1fs of acknowledged messages again", self.resend_window_s,
                  extra={"fields": {"messages": len(recent)}})
+
+    def _send_again(self, messages: list[tuple[str, bytes]]) -> None:
+        if self._closing:
+            return
+        mids = self.client.publish_many(messages, self.qos)
+        with self._cond:
+            self._resend_mids.update(zip(mids or (), messages, strict=True))
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         # paho calls this for every failed reconnect attempt too: only the first loss counts.
@@ -132,10 +153,15 @@ class WindowedPublisher:
 
     def _on_published(self, client: FastClient, batch: PublishedBatch) -> None:
         settled: list[tuple[Message, Any]] = []
+        unrouted_again: list[tuple[str, bytes]] = []
         with self._cond:
             for mid, reason in batch:
-                if mid in self._resend_mids:
-                    self._resend_mids.discard(mid)
+                again = self._resend_mids.pop(mid, None)
+                if again is not None:
+                    if self._unrouted(reason):
+                        unrouted_again.append(again)
+                    elif not self._resend_mids:
+                        self._cond.notify_all()
                     continue
                 message = self._pending.pop(mid, None)
                 if message is None:
@@ -144,12 +170,19 @@ class WindowedPublisher:
                     settled.append((message, reason))
         if settled:
             self._settle(settled)
+        if unrouted_again:
+            self._retry_later(unrouted_again, self._send_again)
+
+    def _unrouted(self, reason: Any) -> bool:
+        return self.resend_unrouted and reason is not None and reason.value == NO_MATCHING_SUBSCRIBERS
 
     def _settle(self, settled: list[tuple[Message, Any]]) -> None:
-        acked = []
+        acked, unrouted = [], []
         try:
             for message, reason in settled:
-                if reason is not None and reason.is_failure:
+                if self._unrouted(reason):
+                    unrouted.append(message)
+                elif reason is not None and reason.is_failure:
                     self.refused += 1
                     REFUSED.inc()
                     log.error("broker refused a message on %s: %s", message.topic, reason)
@@ -164,7 +197,22 @@ class WindowedPublisher:
                         self._recent.extend((now, m.topic, m.payload) for m in acked)
         finally:
             with self._cond:
-                self._release(len(settled))
+                self._release(len(settled) - len(unrouted))
+            if unrouted:
+                self._retry_later(unrouted, self._send_held)
+
+    def _retry_later(self, messages: list[Any], send: Callable[[list[Any]], Any]) -> None:
+        """``send(messages)`` after ``UNROUTED_RETRY_S``: new messages with their window slots still held,
+        or messages sent again (topic and payload), already counted."""
+        UNROUTED.inc(len(messages))
+        now = time.monotonic()
+        if now - self._unrouted_logged > 10:
+            self._unrouted_logged = now
+            log.warning("the broker had no subscriber for %d messages (is the bridge subscribed?); sending them "
+                        "again every %.1f s", len(messages), UNROUTED_RETRY_S)
+        timer = threading.Timer(UNROUTED_RETRY_S, send, [messages])
+        timer.daemon = True
+        timer.start()
 
     def _release(self, n: int) -> None:
         """Give ``n`` window slots back (the caller holds ``_cond``)."""
@@ -190,26 +238,34 @@ class WindowedPublisher:
                 with self._cond:
                     self._release(room)
                 return done
-            mids = self.client.publish_many([(m.topic, m.payload) for m in chunk], self.qos)
-            if mids is None:  # QoS 0 raced a disconnect: nothing was queued; wait for the connection
+            if not self._send_held(chunk):  # QoS 0 raced a disconnect: nothing was queued; wait for it
                 self.connected.clear()
                 with self._cond:
                     self._release(room)
                 continue
-            SENT.inc(room)
-            settled = []
-            with self._cond:
-                INFLIGHT.set(self._inflight)
-                early, pending = self._early, self._pending
-                for mid, message in zip(mids, chunk, strict=True):
-                    if early and mid in early:
-                        settled.append((message, early.pop(mid)))
-                    else:
-                        pending[mid] = message
-            if settled:
-                self._settle(settled)
             done += room
         return done
+
+    def _send_held(self, chunk: list[Message]) -> bool:
+        """Publishes ``chunk``, whose window slots the caller took; False when nothing was queued."""
+        if self._closing:
+            return False
+        mids = self.client.publish_many([(m.topic, m.payload) for m in chunk], self.qos)
+        if mids is None:
+            return False
+        SENT.inc(len(chunk))
+        settled = []
+        with self._cond:
+            INFLIGHT.set(self._inflight)
+            early, pending = self._early, self._pending
+            for mid, message in zip(mids, chunk, strict=True):
+                if early and mid in early:
+                    settled.append((message, early.pop(mid)))
+                else:
+                    pending[mid] = message
+        if settled:
+            self._settle(settled)
+        return True
 
     def _wait_connected(self, stop: threading.Event) -> bool:
         while not self.connected.wait(0.2):
@@ -228,7 +284,7 @@ class WindowedPublisher:
     def drain(self, timeout_s: float) -> bool:
         """Wait until every message is acknowledged; True when none is left."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._inflight == 0, timeout_s)
+            return self._cond.wait_for(lambda: self._inflight == 0 and not self._resend_mids, timeout_s)
 
     def close(self) -> None:
         self._closing = True

@@ -103,7 +103,8 @@ def run(settings: GeneratorSettings, stop: threading.Event | None = None) -> Run
     source = make_source(settings, ledger, int(time.time() * 1000))
     fleet_at_once = isinstance(source, ReadingStream) and source.vectorised
     publisher = WindowedPublisher(settings, settings.client_id, settings.qos, settings.max_inflight, on_acked,
-                                  resend_window_s=settings.resend_window_s)
+                                  resend_window_s=settings.resend_window_s,
+                                  resend_unrouted=settings.resend_unrouted)
     batcher = Batcher(settings.batch, int(settings.late_threshold_s * 1000))
 
     def health() -> tuple[bool, dict]:

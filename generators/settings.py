@@ -33,6 +33,12 @@ class GeneratorSettings(MqttSettings):
         "many seconds before the connection was lost (a broker that crashes loses what it had not saved yet; "
         "duplicates are dropped downstream)"
     )
+    resend_unrouted: bool = Field(
+        True, description="send again, until someone subscribes, a message the broker acknowledged with "
+        "'no matching subscribers' (MQTT 5 reason 16): Mosquitto does not restore a shared subscription from its "
+        "store, so after a broker restart it drops what arrives before the bridge subscribes again. Off only "
+        "for a broker nobody reads"
+    )
     max_inflight: int = Field(
         256, ge=1, le=60_000, description="unacknowledged MQTT messages allowed at once (QoS 1): enough to "
         "cover the round trip to the broker; more only holds more in memory and in the broker's backlog"

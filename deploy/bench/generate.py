@@ -141,7 +141,9 @@ def profile_generator(env: BenchEnvironment, s: GenerateBenchSettings, batch: in
     raw = env.profiles / f"generate-{tag}.txt"
     raw.parent.mkdir(parents=True, exist_ok=True)
     ledger = env.state_dir / "ledgers" / f"generate-{tag}-profile.json"
-    cmd = generator_command(s, batch, qos, 0, ledger, f"bench-gen-{tag}-profile") + ["--duration-s", str(PROFILE_S)]
+    # Nobody subscribes to this run: the broker's "no matching subscribers" must count as delivered here.
+    cmd = generator_command(s, batch, qos, 0, ledger, f"bench-gen-{tag}-profile") + [
+        "--duration-s", str(PROFILE_S), "--no-resend-unrouted"]
     child = spawn("tsdemo generate", cmd, env.logs / f"generate-{tag}-profile.log", mqtt_env(env.mosquitto()),
                   health_port=free_port())
     try:

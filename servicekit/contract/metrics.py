@@ -15,6 +15,7 @@ GENERATOR_READINGS_ACKED = "tsdemo_generator_readings_acked_total"
 GENERATOR_MESSAGES_REFUSED = "tsdemo_generator_messages_refused_total"
 GENERATOR_MESSAGES_INFLIGHT = "tsdemo_generator_messages_inflight"
 GENERATOR_MESSAGES_RESENT = "tsdemo_generator_messages_resent_total"
+GENERATOR_MESSAGES_UNROUTED = "tsdemo_generator_messages_unrouted_total"
 
 # -- bridge (ingest.metrics) ----------------------------------------------------------------------
 INGEST_RECEIVED = "tsdemo_ingest_received_total"

@@ -39,10 +39,10 @@ FAULTS = dict(
 
 
 class Subscriber:
-    """A test subscriber on sensors/# at QoS 1 that keeps every message in arrival order."""
+    """A test subscriber on sensors/# (or ``topic``) at QoS 1 that keeps every message in arrival order."""
 
     def __init__(self, host: str, port: int, client_id: str, *, persistent: bool = False, tls: dict | None = None,
-                 auth: tuple[str, str] | None = None) -> None:
+                 auth: tuple[str, str] | None = None, topic: str = "sensors/#") -> None:
         self.received: list[tuple[str, bytes]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
@@ -51,7 +51,7 @@ class Subscriber:
             self.client.tls_set(**tls)
         if auth:
             self.client.username_pw_set(*auth)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("sensors/#", qos=1)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.on_message = self._on_message
         props = None
@@ -73,11 +73,13 @@ class Subscriber:
         with self._lock:
             return len(self.received)
 
-    def tally(self, late_threshold_ms: int = 30_000) -> Tally:
+    def tally(self, late_threshold_ms: int = 30_000, before: Subscriber | None = None) -> Tally:
+        """The tally of what ``before`` (an earlier connection of the same session), then this one, received."""
         t = Tally(late_threshold_ms)
-        with self._lock:
-            for _, payload in self.received:
-                t.add(payload)
+        for sub in (before, self) if before else (self,):
+            with sub._lock:  # noqa: SLF001
+                for _, payload in sub.received:
+                    t.add(payload)
         return t
 
     def close(self) -> None:
@@ -257,6 +259,45 @@ def test_a_broker_restart_mid_run_loses_nothing_the_ledger_counts(tmp_path, mosq
     assert log.count(f"as {s.client_id}") >= 2, "the generator did not reconnect"
 
 
+def test_what_arrives_before_the_bridge_subscribes_again_after_a_broker_kill_is_sent_again(tmp_path,
+                                                                                          mosquitto_factory):
+    """Mosquitto 2.0 restores a persistent session from its store without its shared subscription, and
+    drops (PUBACK reason 16, no matching subscribers) what is published until the bridge subscribes again.
+    The generator must send such messages again until someone takes them, not count them as delivered."""
+    broker = mosquitto_factory()
+    shared = dict(persistent=True, topic="$share/tsdemo/sensors/#")  # as the bridge subscribes
+    first = Subscriber(broker.host, broker.port, f"bridge-{tmp_path.name}", **shared)
+    second = None
+    try:
+        s = gen_settings(broker, tmp_path, devices=20, sites=2, batch=2, rate=400, duration_s=12)
+        result: dict = {}
+        runner = threading.Thread(target=lambda: result.update(report=run(s)))
+        runner.start()
+        wait_until(lambda: first.count() > 200, 60, "the first messages")
+        first.close()  # the bridge is away; its session (and queue) stays
+        time.sleep(0.5)
+        broker.kill()
+        time.sleep(1)
+        broker.start()
+        broker.wait_ready()
+        time.sleep(4)  # the generator is back and publishing: nobody is subscribed
+        second = Subscriber(broker.host, broker.port, f"bridge-{tmp_path.name}", **shared)
+        runner.join(120)
+        assert not runner.is_alive()
+        published = load_ledger(s.ledger_path).header["published"]
+        wait_until(lambda: second.tally(before=first).readings >= published, 60,
+                   "every acknowledged reading at the bridge's session",
+                   detail=lambda: f"{second.tally(before=first).readings} of {published}")
+        tally = second.tally(before=first)
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+    report = result["report"]
+    assert report.unacknowledged == 0 and report.readings_acked == report.generated
+    assert_ledger_matches(s.ledger_path, tally)
+
+
 def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 
@@ -286,8 +327,10 @@ def test_tls_with_a_client_certificate_and_a_password(tmp_path, mosquitto_factor
     tls = dict(mqtt_port=tls_port, mqtt_tls=True, mqtt_ca_file=pki / "ca.crt", mqtt_cert_file=pki / "client.crt",
                mqtt_key_file=pki / "client.key")
     (tmp_path / "password").write_text(password + "\n")
+    # Nobody subscribes here: the broker's "no matching subscribers" is an acknowledgement too.
     good = gen_settings(broker, tmp_path / "good", devices=6, sites=2, rate=500, count=600, batch=3,
-                        mqtt_username=FLEET_USER, mqtt_password_file=tmp_path / "password", **tls)
+                        mqtt_username=FLEET_USER, mqtt_password_file=tmp_path / "password", resend_unrouted=False,
+                        **tls)
     report = run(good)
     assert report.readings_acked == 600 and load_ledger(good.ledger_path).header["published"] == 600
     bad = gen_settings(broker, tmp_path / "bad", devices=6, sites=2, rate=500, count=60, mqtt_username=FLEET_USER,
@@ -315,7 +358,7 @@ def test_100k_devices_in_one_process_stay_small(mosquitto, tmp_path):
     done = subprocess.run(
         [sys.executable, "-c", code, "generate", "--devices", "100000", "--sites", "50", "--rate", "5000",
          "--count", "5000", "--batch", "10", "--duplicate-rate", "0.01", "--anomaly-rate", "0.01",
-         "--labels-path", str(tmp_path / "labels.jsonl")],
+         "--labels-path", str(tmp_path / "labels.jsonl"), "--no-resend-unrouted"],  # nobody subscribes
         env=env, cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
