@@ -1,6 +1,7 @@
 """Flags and TSDEMO_* variables: precedence, help text, clear errors; one style for every command."""
 
 import argparse
+import secrets
 import subprocess
 import sys
 
@@ -97,5 +98,6 @@ def test_a_model_made_of_several_settings_reads_each_ones_secret_files(tmp_path,
     monkeypatch.setenv("TSDEMO_KAFKA_SASL_PASSWORD_FILE", str(tmp_path / "kafka"))
     settings = BridgeSettings()
     assert (settings.mqtt_password, settings.kafka_sasl_password) == ("from-mqtt-file", "from-kafka-file")
-    monkeypatch.setenv("TSDEMO_MQTT_PASSWORD", "given")
-    assert BridgeSettings().mqtt_password == "given"
+    given = secrets.token_hex(8)
+    monkeypatch.setenv("TSDEMO_MQTT_PASSWORD", given)
+    assert BridgeSettings().mqtt_password == given
