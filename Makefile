@@ -56,7 +56,8 @@ test-faults: setup
 test-bench: setup
 	$(BIN)/python -m pytest -m bench
 
-# Every image built and run on a real Docker engine (testcontainers), and compose brought up: the engine that
+# Every image built and run on a real Docker engine (testcontainers), and compose brought up (CI runs it after
+# `make test`): the engine that
 # answers, else (root on Debian/Ubuntu) a private dockerd for the run. See deploy/images/containers.sh.
 test-containers: setup
 	bash deploy/images/containers.sh
