@@ -34,7 +34,8 @@ python-env: $(BIN)/python
 
 # Kafka's jars and Spark's Kafka connector, from Maven Central into .cache/ (once).
 artifacts: python-env
-	$(BIN)/python -m deploy.servers.artifacts
+	@# -c, not -m: deploy.servers imports this module first, and runpy warns of running it twice.
+	$(BIN)/python -c 'import sys; from deploy.servers.artifacts import main; sys.exit(main())'
 
 # kustomize and docker compose (for `docker compose config`, no engine needed), built from their Go
 # modules into .cache/tools/bin once (about 5 minutes the first time).

@@ -56,6 +56,7 @@ RESEND_MAX_MESSAGES = 20_000
 NO_MATCHING_SUBSCRIBERS = 16
 #: How long a message nobody subscribed to waits before it is sent again.
 UNROUTED_RETRY_S = 0.5
+_NOT_YET = object()  # no PUBACK read yet for a mid
 #: MQTT 5 session expiry: the broker keeps our session (and the flows of in-flight messages) this long.
 SESSION_EXPIRY_S = 3600
 
@@ -132,9 +133,20 @@ class WindowedPublisher:
     def _send_again(self, messages: list[tuple[str, bytes]]) -> None:
         if self._closing:
             return
-        mids = self.client.publish_many(messages, self.qos)
+        mids = self.client.publish_many(messages, self.qos) or []
+        unrouted = []
         with self._cond:
-            self._resend_mids.update(zip(mids or (), messages, strict=True))
+            # From a retry timer's thread a PUBACK can overtake publish_many's return, as in publish_batch.
+            for mid, message in zip(mids, messages, strict=True):
+                reason = self._early.pop(mid, _NOT_YET) if self._early else _NOT_YET
+                if reason is _NOT_YET:
+                    self._resend_mids[mid] = message
+                elif self._unrouted(reason):
+                    unrouted.append(message)
+            if not self._resend_mids:
+                self._cond.notify_all()
+        if unrouted:
+            self._retry_later(unrouted, self._send_again)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         # paho calls this for every failed reconnect attempt too: only the first loss counts.
