@@ -105,6 +105,31 @@ def assert_ledger_matches(ledger_path: Path, tally: Tally) -> None:
     assert Tally.of_entries(f.late) == tally.plain(tally.late)
 
 
+class BackgroundRun:
+    """``generators.run.run(settings)`` on a thread of its own, so that a test can break the broker meanwhile."""
+
+    def __init__(self, settings: GeneratorSettings) -> None:
+        self.settings = settings
+        self.result: dict = {}
+        self.thread = threading.Thread(target=lambda: self.result.update(report=run(settings)))
+        self.thread.start()
+
+    def finish(self, tally: Callable[[], Tally], what: str) -> Tally:
+        """Waits for the run to end and for ``tally()`` to hold as many distinct readings as the ledger
+        counts (resent messages arrive twice, so the raw count proves nothing); that tally."""
+        self.thread.join(120)
+        assert not self.thread.is_alive()
+        published = load_ledger(self.settings.ledger_path).header["published"]
+        wait_until(lambda: tally().readings >= published, 60, what,
+                   detail=lambda: f"{tally().readings} of {published} readings")
+        return tally()
+
+    def assert_exact(self, tally: Tally) -> None:
+        report = self.result["report"]
+        assert report.unacknowledged == 0 and report.readings_acked == report.generated
+        assert_ledger_matches(self.settings.ledger_path, tally)
+
+
 def received_all(sub: Subscriber, ledger_path: Path) -> Callable[[], bool]:
     return lambda: sub.count() >= load_ledger(ledger_path).header["messages_acked"]
 
@@ -234,9 +259,7 @@ def test_a_broker_restart_mid_run_loses_nothing_the_ledger_counts(tmp_path, mosq
         # The default resend window (3 s): Mosquitto's autosave_interval 1 saves every 2 s (it waits until
         # more than a second has passed, in whole seconds), so a 1 s window fell short under load.
         s = gen_settings(broker, tmp_path, devices=20, sites=2, batch=2, rate=500, duration_s=10)
-        result: dict = {}
-        runner = threading.Thread(target=lambda: result.update(report=run(s)))
-        runner.start()
+        generator = BackgroundRun(s)
         wait_until(lambda: sub.count() > 200, 60, "the first messages")
         if how == "sigkill":
             broker.kill()
@@ -245,17 +268,10 @@ def test_a_broker_restart_mid_run_loses_nothing_the_ledger_counts(tmp_path, mosq
         time.sleep(1.5 * s.resend_window_s)
         broker.start()
         broker.wait_ready()
-        runner.join(120)
-        assert not runner.is_alive()
-        # Resent messages arrive twice, so the raw count proves nothing: wait for the distinct readings.
-        published = load_ledger(s.ledger_path).header["published"]
-        wait_until(lambda: sub.tally().readings >= published, 60, "every acknowledged reading after the restart")
-        tally = sub.tally()
+        tally = generator.finish(sub.tally, "every acknowledged reading after the restart")
     finally:
         sub.close()
-    report = result["report"]
-    assert report.unacknowledged == 0 and report.readings_acked == report.generated
-    assert_ledger_matches(s.ledger_path, tally)
+    generator.assert_exact(tally)
     log = broker.log_path.read_text()
     assert log.count(f"as {s.client_id}") >= 2, "the generator did not reconnect"
 
@@ -270,10 +286,8 @@ def test_what_arrives_before_the_bridge_subscribes_again_after_a_broker_kill_is_
     first = Subscriber(broker.host, broker.port, f"bridge-{tmp_path.name}", **shared)
     second = None
     try:
-        s = gen_settings(broker, tmp_path, devices=20, sites=2, batch=2, rate=400, duration_s=12)
-        result: dict = {}
-        runner = threading.Thread(target=lambda: result.update(report=run(s)))
-        runner.start()
+        generator = BackgroundRun(gen_settings(broker, tmp_path, devices=20, sites=2, batch=2, rate=400,
+                                               duration_s=12))
         wait_until(lambda: first.count() > 200, 60, "the first messages")
         first.close()  # the bridge is away; its session (and queue) stays
         time.sleep(0.5)
@@ -283,20 +297,13 @@ def test_what_arrives_before_the_bridge_subscribes_again_after_a_broker_kill_is_
         broker.wait_ready()
         time.sleep(4)  # the generator is back and publishing: nobody is subscribed
         second = Subscriber(broker.host, broker.port, f"bridge-{tmp_path.name}", **shared)
-        runner.join(120)
-        assert not runner.is_alive()
-        published = load_ledger(s.ledger_path).header["published"]
-        wait_until(lambda: second.tally(before=first).readings >= published, 60,
-                   "every acknowledged reading at the bridge's session",
-                   detail=lambda: f"{second.tally(before=first).readings} of {published}")
-        tally = second.tally(before=first)
+        tally = generator.finish(lambda: second.tally(before=first),
+                                 "every acknowledged reading at the bridge's session")
     finally:
         first.close()
         if second is not None:
             second.close()
-    report = result["report"]
-    assert report.unacknowledged == 0 and report.readings_acked == report.generated
-    assert_ledger_matches(s.ledger_path, tally)
+    generator.assert_exact(tally)
 
 
 def _openssl(*args: str, cwd: Path) -> None:
