@@ -63,8 +63,8 @@ test-bench: setup
 test-containers: setup
 	bash deploy/images/containers.sh
 
-# The workshop labs' commands (docs/labs/*.md), in order, against a real local stack: 35 min measured on the
-# shared 2-core machine at a load average of 21-36 (two stack starts and a Spark restart are most of it).
+# The workshop labs' commands (docs/labs/*.md), in order, against a real local stack: 9 min on the shared 2-core
+# machine at a load average of about 6, 35 min at 21-36 (two stack starts and a Spark restart are most of it).
 test-labs: setup
 	$(BIN)/python -m pytest -m labs tests/labs
 
