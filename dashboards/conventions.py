@@ -74,8 +74,7 @@ def stat_panel(panel_id: int, title: str, description: str, query: str, unit: st
     """A single value: the last non-null of one query (of ``fields``, when given), without a sparkline."""
     reduce = common_b.ReduceDataOptions().calcs(["lastNotNull"]).values(False)
     return (
-        panel_head(stat.Panel(), panel_id, title,
-                   description)
+        panel_head(stat.Panel(), panel_id, title, description)
         .with_target(target(query))
         .reduce_options(reduce.fields(fields) if fields else reduce)
         .graph_mode(common.BigValueGraphMode.NONE)

@@ -133,16 +133,9 @@ class WindowedPublisher:
     def _send_again(self, messages: list[tuple[str, bytes]]) -> None:
         if self._closing:
             return
-        mids = self.client.publish_many(messages, self.qos) or []
-        unrouted = []
+        early = self._publish(messages, messages, self._resend_mids) or []
+        unrouted = [message for message, reason in early if self._unrouted(reason)]
         with self._cond:
-            # From a retry timer's thread a PUBACK can overtake publish_many's return, as in publish_batch.
-            for mid, message in zip(mids, messages, strict=True):
-                reason = self._early.pop(mid, _NOT_YET) if self._early else _NOT_YET
-                if reason is _NOT_YET:
-                    self._resend_mids[mid] = message
-                elif self._unrouted(reason):
-                    unrouted.append(message)
             if not self._resend_mids:
                 self._cond.notify_all()
         if unrouted:
@@ -262,22 +255,32 @@ class WindowedPublisher:
         """Publishes ``chunk``, whose window slots the caller took; False when nothing was queued."""
         if self._closing:
             return False
-        mids = self.client.publish_many([(m.topic, m.payload) for m in chunk], self.qos)
-        if mids is None:
+        settled = self._publish(chunk, [(m.topic, m.payload) for m in chunk], self._pending)
+        if settled is None:
             return False
         SENT.inc(len(chunk))
-        settled = []
-        with self._cond:
-            INFLIGHT.set(self._inflight)
-            early, pending = self._early, self._pending
-            for mid, message in zip(mids, chunk, strict=True):
-                if early and mid in early:
-                    settled.append((message, early.pop(mid)))
-                else:
-                    pending[mid] = message
         if settled:
             self._settle(settled)
         return True
+
+    def _publish(self, items: list[Any], messages: list[tuple[str, bytes]],
+                 table: dict[int, Any]) -> list[tuple[Any, Any]] | None:
+        """Publishes ``messages`` and files each of ``items`` under its mid in ``table`` (pending or sent
+        again); returns the items whose PUBACK overtook ``publish_many``'s return (on the caller's thread,
+        not the network thread), each with its reason; None when nothing was queued (QoS 0, disconnected)."""
+        mids = self.client.publish_many(messages, self.qos)
+        if mids is None:
+            return None
+        early = []
+        with self._cond:
+            INFLIGHT.set(self._inflight)
+            for mid, item in zip(mids, items, strict=True):
+                reason = self._early.pop(mid, _NOT_YET) if self._early else _NOT_YET
+                if reason is _NOT_YET:
+                    table[mid] = item
+                else:
+                    early.append((item, reason))
+        return early
 
     def _wait_connected(self, stop: threading.Event) -> bool:
         while not self.connected.wait(0.2):
