@@ -139,8 +139,9 @@ def build_sites(fake: Faker, rng: random.Random, sites: int) -> list[Site]:
     return result
 
 
-def build_fleet(devices: int, sites: int, seed: int) -> Fleet:
-    """N devices spread round-robin over S sites and over the device types; same seed, same fleet."""
+def build_fleet(devices: int, sites: int, seed: int, prefix: str = "dev") -> Fleet:
+    """N devices (``<prefix>-<number>``) spread round-robin over S sites and over the device types; same seed,
+    same fleet."""
     if devices < 1 or sites < 1:
         raise ValueError("a fleet needs at least one device and one site")
     fake = Faker()
@@ -162,7 +163,7 @@ def build_fleet(devices: int, sites: int, seed: int) -> Fleet:
         fleet.append(
             Device(
                 index=i,
-                device_id=f"dev-{i:0{width}d}",
+                device_id=f"{prefix}-{i:0{width}d}",
                 site=site,
                 kind=kind,
                 lat=round(site.lat + uniform(-SITE_RADIUS_DEG, SITE_RADIUS_DEG), 5),

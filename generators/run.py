@@ -68,7 +68,7 @@ def make_source(settings: GeneratorSettings, ledger: Ledger, started_ms: int) ->
     if settings.replay_path is not None:
         return ReplaySource(settings.replay_path, started_ms, ledger.previous_boot,
                             stamp_now=settings.replay_timing == "rate")
-    fleet = build_fleet(settings.devices, settings.sites, settings.seed)
+    fleet = build_fleet(settings.devices, settings.sites, settings.seed, settings.device_prefix)
     for device in fleet:
         # A restarted generator is a rebooted fleet: new boot number, seq from 0, so no reading
         # id is ever reused (the pipeline would drop a reused id as a duplicate).

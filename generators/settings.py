@@ -17,6 +17,11 @@ class GeneratorSettings(MqttSettings):
     devices: int = Field(20, ge=1, le=1_000_000, description="number of simulated devices")
     sites: int = Field(3, ge=1, description="number of sites the devices are spread over")
     seed: int = Field(42, description="seed that makes the fleet, its signals and its faults reproducible")
+    device_prefix: str = Field(
+        "dev", pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$",
+        description="device ids are <prefix>-<number>; a second fleet publishing into the same pipeline needs a "
+        "prefix of its own, since the Spark job drops a reading whose (device, boot, seq) it has seen as a duplicate",
+    )
     fleet_manifest_path: Path | None = Field(
         None, description="write each device's identity, site, location and metric units here (JSONL)"
     )

@@ -44,10 +44,14 @@ def parse_readings(raw: DataFrame, max_readings: int = 10_000, max_metrics: int 
     A message that is not JSON (or not UTF-8 JSON of objects) yields one row with a reason, and so
     does an array of more than ``max_readings`` (one DLQ record, not one per reading).
 
-    Every reading is classified while it is still an element of its message's array, so what is a
-    property of the message is worked out once per message: whether its bytes are UTF-8, and whether
-    any of its readings is invalid. Only such a message's raw bytes (``payload``, for its DLQ record)
-    are carried into its rows; a valid message's rows carry none.
+    What is a property of the message is worked out once per message, before the explode: whether its
+    bytes are UTF-8, parse and size. Each reading is then classified on its own exploded row by plain
+    expressions, with no higher-order function (``transform``/``exists`` lambdas run interpreted, row by
+    row, and keep their projection out of Spark's generated code; an ``exists`` over the message's
+    readings, there to keep valid messages' bytes out of the explode, sat in the explode's select, which
+    Spark evaluates after the explode: it ran again for every reading).
+    The explode and the projections after it are one generated-code stage, so a message's bytes are
+    copied only into its invalid rows (``payload``, for the DLQ record); valid rows carry none.
     """
     text = F.col("value").cast("string")
     # One parse per message: a single reading is wrapped into a one-element array, so both forms go
@@ -66,21 +70,14 @@ def parse_readings(raw: DataFrame, max_readings: int = 10_000, max_metrics: int 
         F.when(F.size("readings") > max_readings, F.lit("too many readings in one message")),
         F.when(F.col("readings").isNull(), F.lit(MALFORMED)),
     )
-    checked = messages.select(
+    exploded = messages.select(
         "value", "partition", "offset", "kafka_ts", message_reason.alias("_message_reason"),
-        F.transform("readings", lambda r: F.struct(
-            r.alias("r"), _invalid_reason(r, max_metrics, max_future_ms).alias("reason"))).alias("_checked"),
+        F.posexplode_outer(F.when(F.size("readings") <= max_readings, F.col("readings"))).alias("idx", "r"),
     )
-    any_invalid = F.col("_message_reason").isNotNull() | F.exists("_checked", lambda c: c["reason"].isNotNull())
-    exploded = checked.select(
-        F.when(any_invalid, F.col("value")).alias("payload"), "partition", "offset", "kafka_ts",
-        "_message_reason",
-        F.posexplode_outer(F.when(F.size("_checked") <= max_readings, F.col("_checked"))).alias("idx", "c"),
-    )
-    reason = F.coalesce("_message_reason", "c.reason")
+    reason = F.coalesce("_message_reason", _invalid_reason(F.col("r"), max_metrics, max_future_ms))
     return exploded.select(
-        F.when(reason.isNotNull(), F.col("payload")).alias("payload"), "partition", "offset", "kafka_ts", "idx",
-        "c.r.*", reason.alias("reason"),
+        F.when(reason.isNotNull(), F.col("value")).alias("payload"), "partition", "offset", "kafka_ts", "idx",
+        "r.*", reason.alias("reason"),
     )
 
 
@@ -89,10 +86,13 @@ MALFORMED = "malformed JSON or not a reading object"
 
 def _invalid_reason(r: Column, max_metrics: int, max_future_ms: int) -> Column:
     """Why the reading ``r`` (a struct of READING_SCHEMA) is invalid; null when it is valid."""
-    metric_values = F.map_values(r["metrics"])
-    non_finite = F.exists(
-        metric_values, lambda v: v.isNull() | F.isnan(v) | (F.abs(v) == F.lit(float("inf")))
-    )
+    values = F.map_values(r["metrics"])
+    # Any value null (not a number in the JSON), NaN or infinite, without a lambda (see parse_readings):
+    # array_max and array_min skip nulls, and NaN sorts above every number in Spark, so a NaN shows as
+    # the maximum.
+    biggest, smallest = F.array_max(values), F.array_min(values)
+    non_finite = (F.size(F.array_compact(values)) < F.size(values)) | F.coalesce(
+        F.isnan(biggest) | (biggest == F.lit(float("inf"))) | (smallest == F.lit(float("-inf"))), F.lit(False))
     # "Future" is judged against the Kafka record's timestamp, not the clock: a replayed batch must
     # classify exactly as it did the first time.
     now_ms = F.unix_millis(F.col("kafka_ts"))

@@ -30,6 +30,23 @@ def test_same_seed_same_fleet_and_another_seed_another():
     assert a.sites != c.sites and fingerprint(a) != fingerprint(c)
 
 
+def test_a_device_prefix_renames_the_devices_and_keeps_the_rest_of_the_fleet():
+    plain, own = build_fleet(12, 3, seed=7), build_fleet(12, 3, seed=7, prefix="ctr")
+    assert [d.device_id for d in own] == [d.device_id.replace("dev-", "ctr-", 1) for d in plain]
+    assert [row[1:] for row in fingerprint(own)] == [row[1:] for row in fingerprint(plain)]
+
+
+def test_a_device_prefix_that_would_break_a_topic_or_a_query_is_refused():
+    from pydantic import ValidationError
+
+    from generators.settings import GeneratorSettings
+
+    assert GeneratorSettings(device_prefix="lab8_b").device_prefix == "lab8_b"
+    for bad in ("", "a/b", "+", "Dev", "x" * 33, "a b", "-x"):
+        with pytest.raises(ValidationError, match="device_prefix"):
+            GeneratorSettings(device_prefix=bad)
+
+
 def test_devices_spread_over_sites_and_types_near_their_site():
     fleet = build_fleet(40, 3, seed=1)
     assert {d.site.site_id for d in fleet} == {s.site_id for s in fleet.sites}
