@@ -118,8 +118,7 @@ def test_the_pipeline_in_containers_loses_and_double_counts_nothing(engine, wiri
         "storage-init", wiring,
         # verify returns as soon as everything is stored; the long wait is for a Spark job starved on a loaded
         # machine (at load 30+ its start alone took 3 to 5 minutes).
-        command=["verify", "--ledger-path", "/var/lib/tsdemo/ledger/generator.json", "--wait-s", "600",
-                 "--json-output"],
+        command=["verify", "--ledger-path", "/var/lib/tsdemo/ledger/generator.json", "--wait-s", "600", "--json"],
         volumes={ledger_dir: "/var/lib/tsdemo/ledger"},
     ))
     code = wait_exit(verify, 660)

@@ -62,6 +62,8 @@ class Workshop:
             "TSDEMO_READY_TIMEOUT_S": "600",
             "BRIDGE1_PORT": str(free_port()),
             "MQTT_LOCKED_PORT": str(free_port()),
+            # What lab 8's compose project publishes on the host.
+            **{name: str(free_port()) for name in ("MQTT_HOST_PORT", "MQTTS_HOST_PORT", "GRAFANA_HOST_PORT")},
         }
 
     def run(self, lab: Lab, index: int, block: Block) -> str:
