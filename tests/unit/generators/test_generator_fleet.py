@@ -6,10 +6,12 @@ import random
 import statistics
 
 import pytest
+from pydantic import ValidationError
 
 from generators.devicetypes import DEVICE_TYPES
 from generators.faults import FaultConfig
 from generators.fleet import SITE_RADIUS_DEG, build_fleet
+from generators.settings import GeneratorSettings
 from generators.signals import clean_values
 from generators.stream import ReadingStream
 
@@ -37,10 +39,6 @@ def test_a_device_prefix_renames_the_devices_and_keeps_the_rest_of_the_fleet():
 
 
 def test_a_device_prefix_that_would_break_a_topic_or_a_query_is_refused():
-    from pydantic import ValidationError
-
-    from generators.settings import GeneratorSettings
-
     assert GeneratorSettings(device_prefix="lab8_b").device_prefix == "lab8_b"
     for bad in ("", "a/b", "+", "Dev", "x" * 33, "a b", "-x"):
         with pytest.raises(ValidationError, match="device_prefix"):
