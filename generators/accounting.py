@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 
 from generators.labels import LabelWriter
-from generators.ledger import Ledger
+from generators.ledger import Ledger, boot_keys, count_keys, plain_boot_keys, plain_count_keys
 from generators.outgoing import Item, Message
 
 
@@ -27,13 +27,14 @@ class Accountant:
 
     def sent(self, messages: list[Message]) -> None:
         """Before the messages go out: the ledger learns the boots in use."""
+        plain: list[dict] = []
         readings: list[dict] = []
         for m in messages:
             if m.plain is not None:
-                readings += m.plain
+                plain += m.plain
             else:
                 readings += [i.reading for i in m.items if i.reading is not None]
-        self.ledger.note_sent(readings)
+        self.ledger.note_boots(plain_boot_keys(plain) | boot_keys(readings))
 
     def acked(self, messages: list[Message]) -> int:
         """The broker acknowledged ``messages``; returns the readings newly counted."""
@@ -41,11 +42,11 @@ class Accountant:
             return self._acked(messages)
 
     def _acked(self, messages: list[Message]) -> int:
-        on_time, late, labels = [], [], []
+        plain, on_time, late, labels = [], [], [], []
         malformed = duplicates = 0
         for message in messages:
             if message.plain is not None:
-                on_time += message.plain
+                plain += message.plain
                 continue
             for item in message.items:
                 if item.reading is None:
@@ -59,14 +60,14 @@ class Accountant:
                 (late if item.late else on_time).append(item.reading)
                 if item.labels:
                     labels.extend(item.labels)
-        if on_time:
-            self.ledger.record(on_time)
-        if late:
-            self.ledger.record(late, late=True)
+        counts = plain_count_keys(plain)
+        counts.update(count_keys(on_time))
+        counts.update(count_keys(late, late=True))
+        self.ledger.add_counts(counts)
         self.ledger.count_extra(malformed=malformed, duplicates=duplicates, messages=len(messages))
         if labels:
             self.labels.write(labels)
-        return len(on_time) + len(late)
+        return len(plain) + len(on_time) + len(late)
 
     def dropped(self, items: list[Item]) -> None:
         self.labels.write([label for i in items if i.dropped for label in i.labels or ()])

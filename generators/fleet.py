@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from faker import Faker
@@ -100,6 +100,12 @@ class Fleet:
 
     def __getitem__(self, i: int) -> Device:
         return self.devices[i]
+
+    def part(self, k: int, n: int) -> Fleet:
+        """The sites whose number is ``k`` modulo ``n`` and their devices: a worker process's share."""
+        sites = self.sites[k::n]
+        ids = {id(s) for s in sites}
+        return replace(self, sites=sites, devices=[d for d in self.devices if id(d.site) in ids])
 
     def identity(self, device: Device) -> Identity:
         """The device's identity, derived from the Faker pools and its index (same seed, same identity)."""

@@ -20,6 +20,10 @@ import json
 import os
 import threading
 import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from itertools import repeat
+from operator import itemgetter, methodcaller
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +92,59 @@ def _merge_old(table: dict[tuple[str, ...], Buckets] | None, boundary: int) -> b
     return changed
 
 
+#: (device_id, site, type, boot): what ``note_sent`` keeps of a reading.
+BootKey = tuple[str, str, str, int]
+#: (device_id, site, type, boot, event time, metric names, late): what ``record`` counts a reading under.
+CountKey = tuple[str, str, str, int, int, tuple[str, ...], bool]
+_DEVICE_ID, _SITE, _TYPE, _TS, _METRICS = map(itemgetter, ("device_id", "site", "type", "ts", "metrics"))
+_BOOT = methodcaller("get", "boot", 0)
+
+
+def boot_keys(readings: list[dict[str, Any]]) -> set[BootKey]:
+    """The distinct boot keys of ``readings``."""
+    return set(zip(map(_DEVICE_ID, readings), map(_SITE, readings), map(_TYPE, readings), map(_BOOT, readings),
+                   strict=True))
+
+
+def count_keys(readings: list[dict[str, Any]], late: bool = False) -> Counter[CountKey]:
+    """How many of ``readings`` share each count key. The grouping runs in C (a fleet's pass stamps its
+    readings with one time, so a batch of acknowledgements holds a few keys per device): the same cost
+    as a Python step per reading into the ledger, and a worker process ships the keys, not the readings."""
+    return Counter(zip(map(_DEVICE_ID, readings), map(_SITE, readings), map(_TYPE, readings), map(_BOOT, readings),
+                       map(_TS, readings), map(tuple, map(_METRICS, readings)), repeat(late), strict=False))
+
+
+def plain_boot_keys(readings: list[dict[str, Any]]) -> set[BootKey]:
+    """``boot_keys`` of a fault-free fleet's plain readings (``Message.plain``), which hold one boot per
+    device: read off one reading of each device (5x cheaper, and this runs for every reading sent)."""
+    return {(dev_id, r["site"], r["type"], r.get("boot", 0)) for dev_id, r in _one_each(readings).items()}
+
+
+def plain_count_keys(readings: list[dict[str, Any]]) -> Counter[CountKey]:
+    """``count_keys`` of a fault-free fleet's plain readings, which hold one boot and one set of metric
+    names per device: counted by device and event time (by device alone when, as within one of the
+    fleet's passes, they share one time), the rest read off one reading of each device. 3-4x cheaper
+    than ``count_keys``, which builds and hashes a 7-tuple per reading."""
+    counts: Counter[CountKey] = Counter()
+    if not readings:
+        return counts
+    stamps = set(map(_TS, readings))
+    if len(stamps) == 1:
+        (ts,) = stamps
+        pairs: Mapping[tuple[str, int], int] = {(d, ts): n for d, n in Counter(map(_DEVICE_ID, readings)).items()}
+    else:
+        pairs = Counter(zip(map(_DEVICE_ID, readings), map(_TS, readings), strict=True))
+    one = _one_each(readings)
+    for (dev_id, ts), n in pairs.items():
+        r = one[dev_id]
+        counts[(dev_id, r["site"], r["type"], r.get("boot", 0), ts, tuple(r["metrics"]), False)] += n
+    return counts
+
+
+def _one_each(readings: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return dict(zip(map(_DEVICE_ID, readings), readings, strict=True))
+
+
 class Ledger:
     """Thread-safe counters, flushed to a JSON file; reloaded on restart so counts and boots carry on.
 
@@ -150,16 +207,19 @@ class Ledger:
     def note_sent(self, readings: list[dict[str, Any]]) -> None:
         """Remember the boot of readings handed to the broker, acknowledged or not, so that a restart
         never reuses a (device_id, boot, seq) the pipeline may have seen."""
-        with self._lock:
-            for r in readings:
-                self._note(r)
+        self.note_boots(boot_keys(readings))
 
-    def _note(self, r: dict[str, Any]) -> _Device:
-        dev_id = r["device_id"]
+    def note_boots(self, keys: Iterable[BootKey]) -> None:
+        """``note_sent`` for (device_id, site, type, boot) keys (what a generator's worker process ships)."""
+        with self._lock:
+            for key in keys:
+                self._note(key)
+
+    def _note(self, key: BootKey) -> _Device:
+        dev_id, site, dtype, boot = key
         dev = self._devices.get(dev_id)
-        boot = r.get("boot", 0)
         if dev is None:
-            dev = self._devices[dev_id] = _Device(r["site"], r["type"], boot)
+            dev = self._devices[dev_id] = _Device(site, dtype, boot)
             self._dirty.add(dev_id)
         elif boot > dev.boot:
             dev.boot = boot
@@ -168,14 +228,17 @@ class Ledger:
 
     def record(self, readings: list[dict[str, Any]], late: bool = False) -> None:
         """Count acknowledged readings, each once; ``late`` ones go to the late section."""
+        self.add_counts(count_keys(readings, late))
+
+    def add_counts(self, counts: Mapping[CountKey, int]) -> None:
+        """Count acknowledged readings given as how many share each (device, site, type, boot, event time,
+        metric names, late) key: ``record``'s work, and what a worker process ships."""
         with self._lock:
             merged = self._merged_before
             dirty = self._dirty
-            for r in readings:
-                dev = self._note(r)
-                names = tuple(r["metrics"])
+            for (dev_id, site, dtype, boot, ts, names, late), n in counts.items():
+                dev = self._note((dev_id, site, dtype, boot))
                 names = self._names.setdefault(names, names)
-                ts = r["ts"]
                 if ts > self._newest_ts:
                     self._newest_ts = ts
                 bucket = ts - ts % BUCKET_MS
@@ -191,11 +254,11 @@ class Ledger:
                 buckets = table.get(names)
                 if buckets is None:
                     buckets = table[names] = {}
-                buckets[bucket] = buckets.get(bucket, 0) + 1
-                dirty.add(r["device_id"])
-            self.published += len(readings)
-            if late:
-                self.late_published += len(readings)
+                buckets[bucket] = buckets.get(bucket, 0) + n
+                dirty.add(dev_id)
+                self.published += n
+                if late:
+                    self.late_published += n
 
     def count_extra(self, *, malformed: int = 0, duplicates: int = 0, messages: int = 0) -> None:
         """Acknowledged sends that are not new readings: malformed payloads, duplicate copies; and messages."""

@@ -11,12 +11,14 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from generators.accounting import Accountant
 from generators.faults import FaultConfig
-from generators.fleet import build_fleet
+from generators.fleet import Fleet, build_fleet
 from generators.labels import LabelWriter
 from generators.ledger import Ledger
 from generators.outgoing import Batcher, Item, Message
@@ -34,6 +36,13 @@ MAX_PER_PASS = 5000
 #: A large ledger's rewrite may take at most 1/FLUSH_SHARE of the run's time.
 FLUSH_SHARE = 20
 PROGRESS_S = 5.0
+
+#: (k, n): a worker's part of the fleet, the sites whose number is k modulo n.
+Share = tuple[int, int]
+
+
+class BootSource(Protocol):
+    def previous_boot(self, device_id: str) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -63,29 +72,49 @@ def make_labels(settings: GeneratorSettings, path: Path | None) -> LabelWriter:
     return LabelWriter(path if settings.anomaly_rate > 0 and settings.replay_path is None else None)
 
 
-def make_source(settings: GeneratorSettings, ledger: Ledger, started_ms: int) -> Source:
-    """The fleet's reading stream, or the replay; device boots continue from the ledger."""
+def write_manifest(fleet: Fleet, path: Path | None) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(d, separators=(",", ":")) + "\n" for d in fleet.manifest())
+
+
+def make_source(settings: GeneratorSettings, ledger: BootSource, started_ms: int, share: Share | None = None,
+                ) -> Source:
+    """The fleet's reading stream, or the replay; device boots continue from the ledger. With ``share``
+    (k, n), only the sites whose number is k modulo n (a worker process's part of the fleet)."""
     if settings.replay_path is not None:
         return ReplaySource(settings.replay_path, started_ms, ledger.previous_boot,
                             stamp_now=settings.replay_timing == "rate")
     fleet = build_fleet(settings.devices, settings.sites, settings.seed, settings.device_prefix)
+    seed = settings.seed
+    if share is not None:
+        fleet = fleet.part(*share)
+        # Each part its own random streams: the same seed would give every part the same noise.
+        seed = settings.seed + share[0]
     for device in fleet:
         # A restarted generator is a rebooted fleet: new boot number, seq from 0, so no reading
         # id is ever reused (the pipeline would drop a reused id as a duplicate).
         prev = ledger.previous_boot(device.device_id)
         device.boot = 0 if prev is None else prev + 1
-    if settings.fleet_manifest_path is not None:
-        settings.fleet_manifest_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(settings.fleet_manifest_path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(d, separators=(",", ":")) + "\n" for d in fleet.manifest())
-    return ReadingStream(fleet, FaultConfig.from_settings(settings), settings.seed, started_ms)
+    write_manifest(fleet, settings.fleet_manifest_path)
+    return ReadingStream(fleet, FaultConfig.from_settings(settings), seed, started_ms)
 
 
-def run(settings: GeneratorSettings, stop: threading.Event | None = None) -> RunReport:
-    """Publishes until the count, duration or replay file is done, or ``stop`` is set."""
+def run(settings: GeneratorSettings, stop: threading.Event | None = None, *, share: Share | None = None,
+        ledger: Ledger | None = None, labels: LabelWriter | None = None,
+        started: Callable[[], None] | None = None) -> RunReport:
+    """Publishes until the count, duration or replay file is done, or ``stop`` is set. With
+    ``--processes`` above 1, worker processes publish (``generators.workers``) and this one keeps the
+    ledger; a worker runs this with its ``share`` of the sites and a ledger that ships its counts, and
+    ``started`` (called once the client runs, before the first reading) holds it until every worker is."""
     stop = stop or threading.Event()
-    ledger = make_ledger(settings, settings.ledger_path)
-    labels = make_labels(settings, settings.labels_path)
+    if settings.processes > 1 and share is None:
+        from generators.workers import run_workers
+
+        return run_workers(settings, stop)
+    ledger = ledger or make_ledger(settings, settings.ledger_path)
+    labels = labels or make_labels(settings, settings.labels_path)
     accountant = Accountant(ledger, labels)
     acked = {"readings": 0, "messages": 0, "last": 0.0}
 
@@ -100,7 +129,7 @@ def run(settings: GeneratorSettings, stop: threading.Event | None = None) -> Run
             acked["messages"] += len(messages)
             acked["last"] = time.monotonic()
 
-    source = make_source(settings, ledger, int(time.time() * 1000))
+    source = make_source(settings, ledger, int(time.time() * 1000), share)
     fleet_at_once = isinstance(source, ReadingStream) and source.vectorised
     publisher = WindowedPublisher(settings, settings.client_id, settings.qos, settings.max_inflight, on_acked,
                                   resend_window_s=settings.resend_window_s,
@@ -114,6 +143,8 @@ def run(settings: GeneratorSettings, stop: threading.Event | None = None) -> Run
     if server is not None:
         log_event(log, "health endpoint up", port=server.server_address[1])
     publisher.start()
+    if started is not None:
+        started()
     sent = 0
 
     def send(messages: list[Message], until: threading.Event) -> bool:

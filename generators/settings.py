@@ -30,6 +30,11 @@ class GeneratorSettings(MqttSettings):
     batch: int = Field(1, ge=1, le=10_000, description="readings per MQTT message (>1: gateway array form)")
     count: int = Field(0, ge=0, description="stop after this many readings (0: no limit)")
     duration_s: float = Field(0.0, ge=0, description="stop after this many seconds (0: no limit)")
+    processes: int = Field(
+        1, ge=1, le=64, description="worker processes publishing the fleet, each with its own share of the sites "
+        "and its own MQTT connection (client id <client-id>-<n>), so one generator uses more than one core; this "
+        "process keeps the one ledger. Not with --replay-path"
+    )
     # -- MQTT ------------------------------------------------------------------------------------------
     qos: int = Field(1, ge=0, le=1, description="MQTT QoS for publishing (0: the ledger counts what was "
                      "written to the socket, not what the broker acknowledged)")
@@ -102,6 +107,11 @@ class GeneratorSettings(MqttSettings):
             raise ValueError(f"batch ({self.batch}) cannot exceed the number of devices ({self.devices})")
         if self.late_rate + self.out_of_order_rate > 1:
             raise ValueError("late_rate + out_of_order_rate cannot exceed 1")
+        if self.processes > 1 and self.replay_path is not None:
+            raise ValueError("--processes above 1 splits the simulated fleet by site; a replay is one stream")
+        if self.processes > self.sites:
+            raise ValueError(f"processes ({self.processes}) cannot exceed the number of sites ({self.sites}): "
+                             "each process publishes whole sites")
         if self.replay_path is not None and not self.replay_path.exists():
             raise ValueError(f"replay file {self.replay_path} does not exist")
         return self

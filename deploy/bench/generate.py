@@ -47,7 +47,12 @@ def generator_command(s: GenerateBenchSettings, batch: int, qos: int, count: int
         "generate", "--count", str(count), "--rate", str(rate), "--batch", str(batch), "--qos", str(qos),
         "--devices", str(s.devices), "--sites", str(s.sites), "--max-inflight", str(s.max_inflight),
         "--client-id", client_id, "--ledger-path", str(ledger), "--log-level", "INFO",
+        "--processes", str(processes(s, batch)),
     )
+
+
+def processes(s: GenerateBenchSettings, batch: int) -> int:
+    return s.generator_processes if batch > 1 else 1
 
 
 def mqtt_env(mosquitto: Mosquitto) -> dict[str, str]:
@@ -148,7 +153,8 @@ def profile_generator(env: BenchEnvironment, s: GenerateBenchSettings, batch: in
                   health_port=free_port())
     try:
         child.wait_healthy(env.ready_timeout_s)
-        recorder = profiles.attach(child.name, child.pid, raw, env.logs / f"generate-{tag}-py-spy.log")
+        recorder = profiles.attach(child.name, child.pid, raw, env.logs / f"generate-{tag}-py-spy.log",
+                                   subprocesses=processes(s, batch) > 1)
         try:
             child.wait_exit(RUN_TIMEOUT_S)
         finally:
@@ -162,12 +168,13 @@ def run(env: BenchEnvironment, s: GenerateBenchSettings, earlier: list[BenchResu
     # ``earlier`` (what the benches before this one measured) is every bench's; this one needs none of it.
     result = BenchResult("generate", {"readings": s.readings, "batches": s.batches, "qos_levels": s.qos_levels,
                                       "devices": s.devices, "sites": s.sites, "max_inflight": s.max_inflight,
-                                      "repeats": s.repeats})
+                                      "repeats": s.repeats, "generator_processes": s.generator_processes})
     env.mosquitto()
     for batch in s.batches:
         payloads = env.payloads(s.devices, s.sites, batch, s.readings)
         for qos in s.qos_levels:
-            tag, case = f"q{qos}-b{batch}", f"QoS {qos}, batch {batch}"
+            n = processes(s, batch)
+            tag, case = f"q{qos}-b{batch}", f"QoS {qos}, batch {batch}" + (f", {n} processes" if n > 1 else "")
             env.say(f"generate {case}: tsdemo generate against mosquitto_pub, {payloads.readings:,} readings "
                     f"in {payloads.messages:,} messages, {s.repeats} interleaved trials")
             repeat = 1
@@ -187,7 +194,7 @@ def run(env: BenchEnvironment, s: GenerateBenchSettings, earlier: list[BenchResu
 
             comparison = Comparison.of_trials("generate", case, interleave(s.repeats, subject, baseline, env.say),
                                               s.target_ratio)
-            comparison.subject.details.update(qos=qos, batch=batch)
+            comparison.subject.details.update(qos=qos, batch=batch, processes=n)
             env.say(f"generate {case}: ratio {comparison.ratio or 0:.2f} (median of {s.repeats})")
             if profiles.wanted(s.profile, comparison.met):
                 env.say(f"generate {case}: profiling the generator with py-spy")

@@ -35,7 +35,7 @@ def test_generate_writes_results_a_chart_and_a_profile(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     results = json.loads((tmp_path / "results.json").read_text())
     (c,) = results["benches"]["generate"]["comparisons"]
-    assert c["case"] == "QoS 1, batch 10" and c["baseline"]["tool"] == "mosquitto_pub"
+    assert c["case"] == "QoS 1, batch 10, 2 processes" and c["baseline"]["tool"] == "mosquitto_pub"
     check_figures(c, {"tsdemo generate", "mosquitto"}, {"mosquitto_pub", "mosquitto"})
     assert c["subject"]["messages"] == 200 and c["subject"]["readings"] == 2000
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

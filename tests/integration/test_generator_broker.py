@@ -159,13 +159,38 @@ def test_the_ledger_equals_what_a_subscriber_received_with_every_fault(mosquitto
         assert ((lab["device_id"], lab["boot"], lab["seq"]) in delivered) == (lab["kind"] != "dropout")
 
 
-def test_the_command_without_faults_publishes_exactly_its_count_and_a_restart_reboots_the_fleet(mosquitto, tmp_path):
+def test_worker_processes_keep_one_exact_ledger_with_every_fault(mosquitto, tmp_path):
+    sub = Subscriber(mosquitto.host, mosquitto.port, f"sub-{tmp_path.name}")
+    try:
+        s = gen_settings(mosquitto, tmp_path, devices=40, sites=4, batch=4, rate=2000, count=8001, processes=2,
+                         **FAULTS)
+        report = run(s)
+        wait_until(received_all(sub, s.ledger_path), 60, "every acknowledged message at the subscriber")
+        tally = sub.tally()
+    finally:
+        sub.close()
+    assert report.generated == 8001 and report.unacknowledged == 0
+    assert_ledger_matches(s.ledger_path, tally)
+    header = load_ledger(s.ledger_path).header
+    assert header["duplicates_sent"] == tally.duplicates > 0 and tally.malformed > 0
+    assert header["messages_acked"] == report.messages_acked == report.messages_sent
+    # Each worker published whole sites: every site's readings came from one of the two.
+    assert len({key[0] for key in tally.seen}) == 40
+    labels = [json.loads(line) for line in s.labels_path.read_text().splitlines()]
+    delivered = tally.seen
+    assert labels and all(((lab["device_id"], lab["boot"], lab["seq"]) in delivered) == (lab["kind"] != "dropout")
+                          for lab in labels)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_command_without_faults_publishes_exactly_its_count_and_a_restart_reboots_the_fleet(
+        mosquitto, tmp_path, processes):
     sub = Subscriber(mosquitto.host, mosquitto.port, f"sub-{tmp_path.name}")
     ledger = tmp_path / "ledger.json"
     env = {**os.environ, "TSDEMO_MQTT_HOST": mosquitto.host, "TSDEMO_MQTT_PORT": str(mosquitto.port),
            "TSDEMO_LEDGER_PATH": str(ledger), "TSDEMO_CLIENT_ID": f"gen-{tmp_path.name}"}
     cmd = [sys.executable, "-m", "deploy.cli", "generate", "--devices", "8", "--sites", "2", "--rate", "400",
-           "--count", "2000", "--batch", "4"]
+           "--count", "2000", "--batch", "4", "--processes", str(processes)]
     try:
         for _ in range(2):
             done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -392,3 +417,28 @@ def test_flat_out_a_fault_free_fleet_drawn_at_once_is_counted_exactly(mosquitto,
     assert report.generated == 40_000 == report.readings_acked and report.unacknowledged == 0
     assert tally.readings == 40_000 and tally.duplicates == 0
     assert_ledger_matches(s.ledger_path, tally)
+
+
+def test_a_kill_9_of_the_generator_stops_its_worker_processes(mosquitto, tmp_path):
+    import psutil
+
+    env = {**os.environ, "TSDEMO_MQTT_HOST": mosquitto.host, "TSDEMO_MQTT_PORT": str(mosquitto.port),
+           "TSDEMO_LEDGER_PATH": str(tmp_path / "ledger.json"), "TSDEMO_CLIENT_ID": f"gen-{tmp_path.name}"}
+    proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", "generate", "--devices", "8", "--sites", "2",
+                             "--rate", "200", "--processes", "2"], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        main = psutil.Process(proc.pid)
+
+        def workers() -> list[psutil.Process]:
+            return [c for c in main.children() if "spawn_main" in " ".join(c.cmdline())]
+
+        wait_until(lambda: len(workers()) == 2 and (tmp_path / "ledger.json").exists(), 60,
+                   "two worker processes and a ledger", detail=lambda: str(main.children()))
+        children = main.children()  # the workers, and multiprocessing's resource tracker
+        proc.kill()
+        proc.wait(10)
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, f"processes outlived the generator: {alive}"
+    finally:
+        proc.kill()

@@ -51,32 +51,33 @@ def test_both_payload_forms_parse(spark):
     assert all(r["reason"] is None for r in rows)
 
 
-@pytest.mark.parametrize(
-    "payload, reason",
-    [
-        ("not json", "malformed JSON or not a reading object"),
-        (b'{"device_id":"d\xff","site":"s","type":"t","ts":1,"seq":0,"metrics":{"x":1}}', "payload is not valid UTF-8"),
-        ("[]", "empty batch"),
-        ("[" * 3000 + "]" * 3000, "malformed JSON or not a reading object"),
-        (json.dumps(reading(seq=-1)), "negative seq"),
-        (json.dumps({k: v for k, v in reading().items() if k != "device_id"}), "missing or invalid device_id"),
-        (json.dumps(reading(ts=5)), "ts before 2000-01-01"),
-        (json.dumps(reading(ts=NOW_MS + 11_000)), "ts too far in the future"),
-        ('{"device_id":"d","site":"s","type":"t","ts":' + str(NOW_MS) + ',"seq":0,"metrics":{"x":NaN}}',
-         "non-finite or non-numeric metric value"),
-        ('{"device_id":"d","site":"s","type":"t","ts":' + str(NOW_MS) + ',"seq":0,"metrics":{"x":1.5,"y":Infinity}}',
-         "non-finite or non-numeric metric value"),
-        ('{"device_id":"d","site":"s","type":"t","ts":' + str(NOW_MS) + ',"seq":0,"metrics":{"x":-Infinity,"y":2}}',
-         "non-finite or non-numeric metric value"),
-        ('{"device_id":"d","site":"s","type":"t","ts":' + str(NOW_MS) + ',"seq":0,"metrics":{"x":1.5,"y":null}}',
-         "non-finite or non-numeric metric value"),
-        ('{"device_id":"d","site":"s","type":"t","ts":' + str(NOW_MS) + ',"seq":0,"metrics":{"x":NaN,"y":null}}',
-         "non-finite or non-numeric metric value"),
-        (json.dumps(reading(metrics={f"m{i}": 1.0 for i in range(5)})), "more than 4 metrics"),
-        (json.dumps(reading(metrics={})), "missing or empty metrics"),
-        (json.dumps(reading(seq="seven")), "missing or non-integer seq"),
-    ],
-)
+INVALID = [
+    ("not json", "malformed JSON or not a reading object"),
+    (b'{"device_id":"d\xff","site":"s","type":"t","ts":1,"seq":0,"metrics":{"x":1}}', "payload is not valid UTF-8"),
+    ("[]", "empty batch"),
+    ("[" * 3000 + "]" * 3000, "malformed JSON or not a reading object"),
+    (json.dumps(reading(seq=-1)), "negative seq"),
+    (json.dumps({k: v for k, v in reading().items() if k != "device_id"}), "missing or invalid device_id"),
+    (json.dumps(reading(ts=5)), "ts before 2000-01-01"),
+    (json.dumps(reading(ts=NOW_MS + 11_000)), "ts too far in the future"),
+    ('{"device_id":"d","site":"s","type":"t","ts":' + str(NOW_MS) + ',"seq":0,"metrics":{"x":NaN}}',
+     "non-finite or non-numeric metric value"),
+    ('{"device_id":"d","site":"s","type":"t","ts":' + str(NOW_MS) + ',"seq":0,"metrics":{"x":1.5,"y":Infinity}}',
+     "non-finite or non-numeric metric value"),
+    ('{"device_id":"d","site":"s","type":"t","ts":' + str(NOW_MS) + ',"seq":0,"metrics":{"x":-Infinity,"y":2}}',
+     "non-finite or non-numeric metric value"),
+    ('{"device_id":"d","site":"s","type":"t","ts":' + str(NOW_MS) + ',"seq":0,"metrics":{"x":1.5,"y":null}}',
+     "non-finite or non-numeric metric value"),
+    ('{"device_id":"d","site":"s","type":"t","ts":' + str(NOW_MS) + ',"seq":0,"metrics":{"x":NaN,"y":null}}',
+     "non-finite or non-numeric metric value"),
+    (json.dumps(reading(metrics={f"m{i}": 1.0 for i in range(5)})), "more than 4 metrics"),
+    (json.dumps(reading(metrics={})), "missing or empty metrics"),
+    (json.dumps(reading(seq="seven")), "missing or non-integer seq"),
+]
+
+
+# Ids by position and reason: payloads holding NOW_MS would differ between pytest-xdist's workers.
+@pytest.mark.parametrize("payload, reason", INVALID, ids=[f"{i}-{reason}" for i, (_, reason) in enumerate(INVALID)])
 def test_invalid_readings_get_a_reason(spark, payload, reason):
     rows = classified(spark, [payload]).collect()
     assert [r["reason"] for r in rows] == [reason]
