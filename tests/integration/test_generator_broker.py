@@ -105,6 +105,15 @@ def assert_ledger_matches(ledger_path: Path, tally: Tally) -> None:
     assert Tally.of_entries(f.late) == tally.plain(tally.late)
 
 
+def seq_gaps(tally: Tally) -> dict[tuple[str, int], list[int]]:
+    """Per (device, boot), the seqs below the highest received that were not received (a fault-free fleet
+    sends every seq in turn): where a shortfall against the ledger is, when there is one."""
+    seqs: dict[tuple[str, int], set[int]] = {}
+    for device, boot, seq in tally.seen:
+        seqs.setdefault((device, boot), set()).add(seq)
+    return {key: sorted(set(range(max(s) + 1)) - s) for key, s in seqs.items() if len(s) < max(s) + 1}
+
+
 class BackgroundRun:
     """``generators.run.run(settings)`` on a thread of its own, so that a test can break the broker meanwhile."""
 
@@ -121,7 +130,7 @@ class BackgroundRun:
         assert not self.thread.is_alive()
         published = load_ledger(self.settings.ledger_path).header["published"]
         wait_until(lambda: tally().readings >= published, 60, what,
-                   detail=lambda: f"{tally().readings} of {published} readings")
+                   detail=lambda: f"{tally().readings} of {published} readings; not received: {seq_gaps(tally())}")
         return tally()
 
     def assert_exact(self, tally: Tally) -> None:
