@@ -209,25 +209,43 @@ def prefetch_spark_kafka_connector(ivy_dir: Path, version: str | None = None) ->
     Give Spark the same directory as ``spark.jars.ivy``: it then resolves ``spark.jars.packages`` from
     this cache without downloading. ``version`` defaults to ``spark_connector_version()``.
     """
-    version = version or spark_connector_version()
     ivy_dir = Path(ivy_dir)
-    coordinate = spark_kafka_package(version)
+    coordinate = spark_kafka_package(version or spark_connector_version())
     marker = ivy_dir / f".prefetched-{coordinate.replace(':', '_')}"
     if marker.exists():
         return
     with _locked(ivy_dir / ".resolve.lock"):
-        if marker.exists():
-            return
-        org, name, rev = coordinate.split(":")
-        try:
-            args = ["-dependency", org, name, rev, "-confs", "default"]
-            _run_ivy(ivy_dir, args, ivy_dir / "prefetch.log", coordinate)
-        except ArtifactError as exc:
-            raise ArtifactError(
-                f"{exc}\n(the connector should match pyspark {importlib.metadata.version('pyspark')}; if the "
-                "repository lacks that release, pin a pyspark it has, or set TSDEMO_SPARK_CONNECTOR_VERSION)"
-            ) from None
-        marker.touch()
+        if not marker.exists():
+            _resolve_connector(ivy_dir, coordinate, [])
+            marker.touch()
+
+
+def retrieve_spark_kafka_connector(dest: Path, cache_dir: Path | None = None) -> list[Path]:
+    """Copy the Kafka connector's jars (with its dependencies) from the Ivy cache into ``dest``.
+
+    For a Spark started without ``spark.jars.packages`` (spark-submit ``--jars``). Not Spark's own
+    ``<ivy>/jars``: every Spark job that starts rewrites that folder, and it exists only after the first one.
+    """
+    ivy_dir = spark_ivy_dir(cache_dir)
+    prefetch_spark_kafka_connector(ivy_dir)
+    dest = Path(dest)
+    with _locked(ivy_dir / ".resolve.lock"):
+        _resolve_connector(ivy_dir, spark_kafka_package(), [
+            "-retrieve", str(dest / "[artifact]-[revision](-[classifier]).[ext]"), "-sync",
+        ])  # fmt: skip
+    return sorted(dest.glob("*.jar"))
+
+
+def _resolve_connector(ivy_dir: Path, coordinate: str, extra: Sequence[str]) -> None:
+    org, name, rev = coordinate.split(":")
+    try:
+        _run_ivy(ivy_dir, ["-dependency", org, name, rev, "-confs", "default", *extra],
+                 ivy_dir / "prefetch.log", coordinate)  # fmt: skip
+    except ArtifactError as exc:
+        raise ArtifactError(
+            f"{exc}\n(the connector should match pyspark {importlib.metadata.version('pyspark')}; if the "
+            "repository lacks that release, pin a pyspark it has, or set TSDEMO_SPARK_CONNECTOR_VERSION)"
+        ) from None
 
 
 def write_kafka_log4j2_config(path: Path, log_file: Path, level: str = "INFO") -> Path:

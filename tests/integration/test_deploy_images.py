@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from deploy.wait import wait_until
 from tests.support.validate import tools
 from tests.support.validate.compose import (
     COMPOSE_DIR,
@@ -314,7 +312,7 @@ def test_processing_driver_mode_runs_the_job_under_spark_submit(kafka, influxdb,
     import pyspark
 
     from deploy.servers import create_topics, free_port
-    from deploy.servers.artifacts import default_cache_dir
+    from deploy.servers.artifacts import retrieve_spark_kafka_connector
     from deploy.services.process import spawn
 
     sys.path.insert(0, str(IMAGES / "processing"))
@@ -324,26 +322,9 @@ def test_processing_driver_mode_runs_the_job_under_spark_submit(kafka, influxdb,
         sys.path.remove(str(IMAGES / "processing"))
     spark_home = Path(pyspark.__file__).parent
     have = {artifact_name(j.name) for j in (spark_home / "jars").glob("*.jar")}
-    # Spark's own retrieve of the connector (`make setup`); its file names carry the organisation. Every Spark
-    # job that starts retrieves into that folder again, and with make test's files on two workers one may be
-    # doing so now, so the jars are copied once the connector is there: spark-submit gets files nobody rewrites.
-    retrieved = default_cache_dir() / "ivy" / "jars"
-
-    copies = tmp_path / "jars"
-    copies.mkdir()
-
-    def copied() -> bool:
-        try:
-            for j in retrieved.glob("*.jar"):
-                if artifact_name(j.name.split("_", 1)[1]) not in have:
-                    shutil.copy2(j, copies / j.name)
-        except FileNotFoundError:  # rewritten while we read
-            return False
-        return any("spark-sql-kafka" in j.name for j in copies.glob("*.jar"))
-
-    wait_until(copied, 60, f"Spark's Kafka connector in {retrieved}: run `make setup` "
-               "(python -m deploy.servers.artifacts)")
-    connector = sorted(copies.glob("*.jar"))
+    # The connector as `make setup` cached it, minus what pyspark ships (bake_connector.py's rule).
+    connector = [j for j in retrieve_spark_kafka_connector(tmp_path / "jars") if artifact_name(j.name) not in have]
+    assert any(j.name.startswith("spark-sql-kafka-0-10_") for j in connector), connector
     topic = f"sensor-readings-driver-{tmp_path.name}"
     create_topics(kafka.endpoint, {topic: 1, f"{topic}-dlq": 1})
     port = free_port()
