@@ -87,6 +87,9 @@ class WindowedPublisher:
         # Messages sent again (after a reconnect, or nobody had subscribed), by mid: already counted, so
         # their PUBACK settles nothing, but a bounded run waits for them before it ends.
         self._resend_mids: dict[int, tuple[str, bytes]] = {}
+        # Messages sent again that nobody had subscribed to, waiting on the retry timer: in neither
+        # _resend_mids nor the window meanwhile, and a bounded run must not end before they go.
+        self._resend_held = 0
         self._connected_before = False
         self._lost_at = 0.0  # time.monotonic() when the connection was last seen lost
         self.on_acked = on_acked
@@ -139,7 +142,20 @@ class WindowedPublisher:
             if not self._resend_mids:
                 self._cond.notify_all()
         if unrouted:
-            self._retry_later(unrouted, self._send_again)
+            self._hold_resends(unrouted)
+
+    def _hold_resends(self, messages: list[tuple[str, bytes]]) -> None:
+        with self._cond:
+            self._resend_held += len(messages)
+        self._retry_later(messages, self._send_held_again)
+
+    def _send_held_again(self, messages: list[tuple[str, bytes]]) -> None:
+        try:
+            self._send_again(messages)  # registers their new mids first, so drain() never sees a gap
+        finally:
+            with self._cond:
+                self._resend_held -= len(messages)
+                self._cond.notify_all()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         # paho calls this for every failed reconnect attempt too: only the first loss counts.
@@ -165,6 +181,7 @@ class WindowedPublisher:
                 if again is not None:
                     if self._unrouted(reason):
                         unrouted_again.append(again)
+                        self._resend_held += 1  # under the same lock as the pop: drain() sees no gap
                     elif not self._resend_mids:
                         self._cond.notify_all()
                     continue
@@ -176,7 +193,7 @@ class WindowedPublisher:
         if settled:
             self._settle(settled)
         if unrouted_again:
-            self._retry_later(unrouted_again, self._send_again)
+            self._retry_later(unrouted_again, self._send_held_again)
 
     def _unrouted(self, reason: Any) -> bool:
         return self.resend_unrouted and reason is not None and reason.value == NO_MATCHING_SUBSCRIBERS
@@ -299,7 +316,8 @@ class WindowedPublisher:
     def drain(self, timeout_s: float) -> bool:
         """Wait until every message is acknowledged; True when none is left."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._inflight == 0 and not self._resend_mids, timeout_s)
+            return self._cond.wait_for(
+                lambda: self._inflight == 0 and not self._resend_mids and not self._resend_held, timeout_s)
 
     def close(self) -> None:
         self._closing = True

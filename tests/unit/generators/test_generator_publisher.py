@@ -93,3 +93,16 @@ def test_a_resend_nobody_took_goes_again_even_when_its_puback_overtakes_publish_
     assert not pub.drain(0)  # a bounded run waits for it
     client.ack((2, OK))
     assert pub.drain(0) and acked == []  # counted when it was first acknowledged, not again
+
+
+def test_a_bounded_run_waits_for_a_resend_nobody_took_while_its_retry_timer_runs(made, monkeypatch):
+    """Between the reason-16 PUBACK and the retry the message is neither in flight nor filed under a mid:
+    drain() returned then, the run closed, and the retry found the publisher closing (readings lost)."""
+    pub, client, acked = made
+    monkeypatch.setattr(publisher_module, "UNROUTED_RETRY_S", 1.0)
+    pub._send_again([("sensors/s/d1", b"again")])  # noqa: SLF001
+    client.ack((1, NOBODY))
+    assert not pub.drain(0)
+    wait_until(lambda: len(client.sent) == 2, 5, "the resend sent again")
+    client.ack((2, OK))
+    assert pub.drain(0) and acked == []
