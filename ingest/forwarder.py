@@ -123,6 +123,9 @@ class Forwarder:
         self._seq = 0  # written by the network thread only
         self._submitted = 0  # written by the network thread only
         self._released = 0  # written by the sending thread only
+        # Read when /metrics is scraped: a gauge set by the sending thread went stale while that thread
+        # sat in a blocked send or a producer renewal during a Kafka outage, just when it matters.
+        INFLIGHT.set_function(self.held)
         self._sleeping = False  # the sending thread waits for new messages, with none at Kafka: wake it
         self._intake_waiting = False  # the network thread waits for room: wake it
         self._failing = False
@@ -344,7 +347,6 @@ class Forwarder:
             self._progress_at = now
         self.acks.flush()
         self._released += released + dropped
-        INFLIGHT.set(self.held())
         if self._intake_waiting:
             with self._cond:
                 self._cond.notify_all()
