@@ -46,8 +46,8 @@ demo: setup
 	$(BIN)/tsdemo up
 
 # Test files run on TEST_PROCESSES pytest-xdist workers, a file at a time (its module fixtures, such as a
-# running pipeline, stay in one worker). Two workers take the suite from about 23 to 13 minutes on the 2-core
-# machines here: most of an end-to-end test is waiting on JVMs and on streams paced in real time.
+# running pipeline, stay in one worker). Two workers took the suite from about 23 to 13-17 minutes on the slower
+# 2-core machines here (7.5-8 on a faster one): most of an end-to-end test waits on JVMs and on real-time streams.
 TEST_PROCESSES ?= 2
 test: setup
 	$(BIN)/ruff check .
