@@ -51,6 +51,7 @@ class LocalStack:
         self.pipeline = Pipeline(self.endpoints, self.state_dir / "logs", ready_timeout_s=settings.ready_timeout_s,
                                  inherit_settings=True)
         self.grafana_missing: str | None = None
+        self.finished: set[str] = set()  # services that ended as asked: not restarted
         if settings.grafana:
             from dashboards.local import find_grafana, missing_message
 
@@ -124,6 +125,14 @@ class LocalStack:
     def restart_dead_services(self, say: Any = print) -> None:
         restarted = []
         for name, service in list(self.services.items()):
+            if name in self.finished:
+                continue
+            if name == "generator" and self.settings.generator_count and service.returncode == 0:
+                # A bounded run that ended as asked (--generator-count: "stop the generator after this
+                # many readings"): started again, it sent the count again under the next boot, and again.
+                say(f"generator finished its {self.settings.generator_count:,} readings; not restarting it")
+                self.finished.add(name)
+                continue
             if not service.running():
                 say(f"{name} exited with status {service.returncode}; restarting it\n{service.tail(5)}")
                 self.pipeline.start(name, extra_env=self.service_settings.get(name), wait=False)

@@ -1,0 +1,59 @@
+"""``tsdemo up`` restarts a service that died, but not a generator that finished the count it was given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploy.stack.local import LocalStack
+from deploy.stack.settings import StackSettings
+
+
+class Ended:
+    """A service process that has exited with ``code``."""
+
+    def __init__(self, code: int) -> None:
+        self.returncode = code
+
+    def running(self) -> bool:
+        return False
+
+    def tail(self, n: int) -> str:
+        return ""
+
+
+@pytest.fixture
+def stack(tmp_path: Path, monkeypatch):
+    def make(**settings) -> tuple[LocalStack, list[str]]:
+        s = LocalStack(StackSettings(state_dir=tmp_path, grafana=False, **settings))
+        started: list[str] = []
+        monkeypatch.setattr(s.pipeline, "start", lambda name, **kw: started.append(name))
+        monkeypatch.setattr(s, "write_state", lambda: None)
+        monkeypatch.setattr(s, "_start_stage_collector", lambda wait=True: started.append("stages"))
+        return s, started
+    return make
+
+
+def test_a_generator_that_finished_its_count_is_not_started_again(stack):
+    s, started = stack(generator_count=1000)
+    s.pipeline.services["generator"] = Ended(0)
+    said: list[str] = []
+    s.restart_dead_services(said.append)
+    s.restart_dead_services(said.append)
+    assert started == [] and len(said) == 1 and "finished its 1,000 readings" in said[0]
+
+
+@pytest.mark.parametrize(("count", "code"), [(1000, 1), (1000, -9), (0, 0)])
+def test_a_generator_that_died_or_had_no_count_is_started_again(stack, count, code):
+    s, started = stack(generator_count=count)
+    s.pipeline.services["generator"] = Ended(code)
+    s.restart_dead_services(lambda _: None)
+    assert started == ["generator", "stages"]
+
+
+def test_any_other_service_that_exited_is_started_again(stack):
+    s, started = stack(generator_count=1000)
+    s.pipeline.services["ingest"] = Ended(0)
+    s.restart_dead_services(lambda _: None)
+    assert started == ["ingest", "stages"]
