@@ -154,6 +154,7 @@ def _up(settings: StackSettings) -> int:
     print("the stack is up; `tsdemo status` in another shell, Ctrl-C here to stop", flush=True)
     progress = Progress(stack)
     while not stop.wait(settings.progress_interval_s):
+        stack.restart_dead_servers()
         stack.restart_dead_services()
         print(progress.line(), flush=True)
     stack.stop()

@@ -13,7 +13,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from deploy.servers import InfluxDB, Kafka, ManagedServer, Mosquitto, create_topics, start_servers, stop_servers
+from deploy.servers import (
+    InfluxDB,
+    Kafka,
+    ManagedServer,
+    Mosquitto,
+    ServerError,
+    create_topics,
+    start_servers,
+    stop_servers,
+)
 from deploy.servers.mqtt_security import ANONYMOUS_DEMO
 from deploy.services.components import PIPELINE, STAGE_COLLECTOR, Endpoints
 from deploy.services.pipeline import Pipeline
@@ -121,6 +130,22 @@ class LocalStack:
         stop_servers(self.servers, say)
         self.state_path().unlink(missing_ok=True)
         say("stopped")
+
+    def restart_dead_servers(self, say: Any = print) -> None:
+        """Starts again, on its port and state, any server that is no longer running (killed, crashed):
+        our services reconnect on their own, and their exactness does not depend on how the server went."""
+        for name, server in self.servers.items():
+            if server.is_running():
+                continue
+            say(f"{name} is not running; restarting it\n{server.log_tail(5)}")
+            try:
+                server.start()
+                server.wait_ready(self.settings.ready_timeout_s)
+            except ServerError as exc:  # tried again at the next tick
+                say(f"could not restart {name}: {exc}")
+                continue
+            self.write_state()
+            say(f"  {name} ready")
 
     def restart_dead_services(self, say: Any = print) -> None:
         restarted = []

@@ -1,4 +1,5 @@
-"""``tsdemo up`` restarts a service that died, but not a generator that finished the count it was given."""
+"""``tsdemo up`` starts again a server or service that died, but not a generator that finished the count it
+was given."""
 
 from __future__ import annotations
 
@@ -57,3 +58,46 @@ def test_any_other_service_that_exited_is_started_again(stack):
     s.pipeline.services["ingest"] = Ended(0)
     s.restart_dead_services(lambda _: None)
     assert started == ["ingest", "stages"]
+
+
+class Server:
+    """A server of the stack: ``alive`` says whether it runs; ``start`` brings it back (or fails)."""
+
+    def __init__(self, alive: bool, fails: bool = False) -> None:
+        self.alive, self.fails, self.starts = alive, fails, 0
+
+    def is_running(self) -> bool:
+        return self.alive
+
+    def start(self) -> None:
+        from deploy.servers import PortInUseError
+
+        self.starts += 1
+        if self.fails:
+            raise PortInUseError("port 1883 is already in use")
+        self.alive = True
+
+    def wait_ready(self, timeout: float) -> float:
+        return 0.0
+
+    def log_tail(self, n: int) -> str:
+        return ""
+
+
+def test_a_killed_server_is_started_again_and_a_running_one_is_left_alone(stack):
+    s, _ = stack()
+    s.servers = {"mqtt": Server(alive=False), "kafka": Server(alive=True)}
+    said: list[str] = []
+    s.restart_dead_servers(said.append)
+    assert s.servers["mqtt"].starts == 1 and s.servers["kafka"].starts == 0 and s.servers["mqtt"].alive
+    s.restart_dead_servers(said.append)
+    assert s.servers["mqtt"].starts == 1
+
+
+def test_a_server_that_cannot_start_again_is_reported_and_tried_at_the_next_tick(stack):
+    s, _ = stack()
+    s.servers = {"mqtt": Server(alive=False, fails=True)}
+    said: list[str] = []
+    s.restart_dead_servers(said.append)
+    s.restart_dead_servers(said.append)
+    assert s.servers["mqtt"].starts == 2 and sum("could not restart mqtt" in line for line in said) == 2
