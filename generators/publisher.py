@@ -139,15 +139,11 @@ class WindowedPublisher:
         early = self._publish(messages, messages, self._resend_mids) or []
         unrouted = [message for message, reason in early if self._unrouted(reason)]
         with self._cond:
+            self._resend_held += len(unrouted)  # under the lock drain() checks: it sees no gap
             if not self._resend_mids:
                 self._cond.notify_all()
         if unrouted:
-            self._hold_resends(unrouted)
-
-    def _hold_resends(self, messages: list[tuple[str, bytes]]) -> None:
-        with self._cond:
-            self._resend_held += len(messages)
-        self._retry_later(messages, self._send_held_again)
+            self._retry_later(unrouted, self._send_held_again)
 
     def _send_held_again(self, messages: list[tuple[str, bytes]]) -> None:
         try:
@@ -181,7 +177,7 @@ class WindowedPublisher:
                 if again is not None:
                     if self._unrouted(reason):
                         unrouted_again.append(again)
-                        self._resend_held += 1  # under the same lock as the pop: drain() sees no gap
+                        self._resend_held += 1  # under the lock drain() checks: it sees no gap
                     elif not self._resend_mids:
                         self._cond.notify_all()
                     continue

@@ -139,13 +139,9 @@ class LocalStack:
                 continue
             say(f"{name} is not running; restarting it\n{server.log_tail(5)}")
             try:
-                server.start()
-                server.wait_ready(self.settings.ready_timeout_s)
+                start_servers({name: server}, self.settings.ready_timeout_s, say, started=self.write_state)
             except ServerError as exc:  # tried again at the next tick
                 say(f"could not restart {name}: {exc}")
-                continue
-            self.write_state()
-            say(f"  {name} ready")
 
     def restart_dead_services(self, say: Any = print) -> None:
         restarted = []

@@ -63,6 +63,8 @@ def test_any_other_service_that_exited_is_started_again(stack):
 class Server:
     """A server of the stack: ``alive`` says whether it runs; ``start`` brings it back (or fails)."""
 
+    endpoint = "mqtt://127.0.0.1:1883"
+
     def __init__(self, alive: bool, fails: bool = False) -> None:
         self.alive, self.fails, self.starts = alive, fails, 0
 
