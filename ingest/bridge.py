@@ -58,6 +58,10 @@ class Bridge:
     def __init__(self, settings: BridgeSettings, producer_factory: ProducerFactory | None = None) -> None:
         self.settings = settings
         self.connected = threading.Event()
+        # Ready means the broker confirmed the subscription: between CONNACK and SUBACK it drops what is
+        # published to the topics (no subscriber yet), so a health check that passed at CONNACK let a
+        # publisher that started on it lose its first messages.
+        self.subscribed = threading.Event()
         self.client = make_client(settings, settings.client_id, manual_ack=True)
         # Looked up at each call, not bound here, so a test can watch the acks go out.
         self.acks = OrderedAcks(lambda mids: self.client.ack_many(mids))
@@ -99,12 +103,15 @@ class Bridge:
         self.connected.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # noqa: ANN001
-        for code in reason_codes:
-            if code.is_failure:
-                log.error("subscription to %s refused: %s", self.subscription(), code)
+        refused = [code for code in reason_codes if code.is_failure]
+        for code in refused:
+            log.error("subscription to %s refused: %s", self.subscription(), code)
+        if reason_codes and not refused:
+            self.subscribed.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         self.connected.clear()
+        self.subscribed.clear()
         # The broker delivers every unacknowledged message again on the next connection; their
         # writes still under way only add duplicates, and their acks must not go out on it.
         dropped = self.acks.reset()
@@ -137,8 +144,10 @@ class Bridge:
         # kafka-python connects lazily, so a producer's existence says little; the outcome of the
         # last write tells whether Kafka is taking our messages.
         mqtt_ok, kafka_ok = self.connected.is_set(), self.forwarder.kafka_ok()
-        return mqtt_ok and kafka_ok, {
-            "mqtt": mqtt_ok, "kafka": kafka_ok, "inflight": self.forwarder.held(), "unacked": self.acks.pending(),
+        subscribed = mqtt_ok and self.subscribed.is_set()
+        return subscribed and kafka_ok, {
+            "mqtt": mqtt_ok, "subscribed": subscribed, "kafka": kafka_ok, "inflight": self.forwarder.held(),
+            "unacked": self.acks.pending(),
             "kafka_stalled_s": round(self.forwarder.stalled_s(), 1),
         }
 

@@ -265,3 +265,22 @@ def test_while_draining_new_messages_are_neither_forwarded_nor_acknowledged(brid
     assert bridge.acks_sent == []
 
 
+
+
+def test_the_bridge_is_ready_only_once_the_broker_confirmed_its_subscription(bridge):
+    # Between CONNACK and SUBACK the broker drops what is published (no subscriber yet): a publisher
+    # that waited for our health check must not start in that gap.
+    bridge.client.subscribe = lambda topic, qos: (mqtt.MQTT_ERR_SUCCESS, 1)
+    connack = mqtt.ReasonCode(PacketTypes.CONNACK, "Success")
+    bridge._on_connect(bridge.client, None, mqtt.ConnectFlags(session_present=False), connack, None)
+    assert bridge.healthy()[0] is False
+    refused = mqtt.ReasonCode(PacketTypes.SUBACK, "Not authorized")
+    bridge._on_subscribe(bridge.client, None, 1, [refused], None)
+    assert bridge.healthy()[0] is False
+    bridge._on_subscribe(bridge.client, None, 1, [mqtt.ReasonCode(PacketTypes.SUBACK, "Granted QoS 1")], None)
+    assert bridge.healthy() == (True, {"mqtt": True, "subscribed": True, "kafka": True, "inflight": 0,
+                                       "unacked": 0, "kafka_stalled_s": 0.0})
+    bridge._on_disconnect(bridge.client, None, None, mqtt.ReasonCode(PacketTypes.DISCONNECT, "Unspecified error"),
+                          None)
+    bridge._on_connect(bridge.client, None, mqtt.ConnectFlags(session_present=True), connack, None)
+    assert bridge.healthy()[0] is False  # subscribed again on every connection; ready again at its SUBACK
