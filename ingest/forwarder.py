@@ -54,6 +54,9 @@ STALLED_S = 10.0
 #: While writes are at Kafka, the sending thread settles finished ones this often (the most an
 #: acknowledgement waits for it).
 SETTLE_S = 0.002
+#: A producer that delivers its results only when served (``serve()``, librdkafka) is served at each
+#: settle, and this often when nothing is at Kafka (its logs and statistics).
+IDLE_SERVE_S = 0.05
 FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 10.0
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
@@ -131,6 +134,7 @@ class Forwarder:
         self._failing = False
         self._progress_at = time.monotonic()  # last ack from Kafka, or when the bridge last went idle
         self._stopped = False
+        self._serves = False  # the producer runs its callbacks only in serve(), on this thread
         self._thread: threading.Thread | None = None
 
     # -- producer ---------------------------------------------------------------------------------
@@ -140,6 +144,7 @@ class Forwarder:
         while not stop.is_set() and not self._stopped:
             try:
                 self._producer = self._factory()
+                self._serves = hasattr(self._producer, "serve")
                 self._producer_no += 1
                 return True
             except KafkaError as exc:
@@ -245,6 +250,7 @@ class Forwarder:
     # -- the sending thread -------------------------------------------------------------------------
     def _take(self) -> list[Pending]:
         """Everything there is to send now, in arrival order; waits while there is nothing to do."""
+        waited = False
         while not self._stopped:
             retry, queue = self._retry, self._queue
             if retry and self._retry_at <= time.monotonic():
@@ -255,11 +261,12 @@ class Forwarder:
                 return due
             if queue and not retry:
                 return [queue.popleft() for _ in range(len(queue))]
-            if self._finished or self._left:
-                return []  # nothing to send, but something to settle
+            if self._finished or self._left or waited and self._serves:
+                return []  # nothing to send, but something to settle (or a producer to serve)
             with self._cond:
                 if self._queue and not self._retry:
                     continue
+                idle = False
                 if self._retry:
                     wait: float | None = max(self._retry_at - time.monotonic(), 0.0)
                 elif self.held() > len(self._queue):
@@ -267,12 +274,14 @@ class Forwarder:
                     # of Kafka's callbacks wake this thread (a wake-up per message).
                     wait = SETTLE_S
                 else:
-                    wait = None
-                self._sleeping = wait is None
+                    idle = True
+                    wait = IDLE_SERVE_S if self._serves else None
+                self._sleeping = idle
                 # Checked again under the lock: a submit that saw _sleeping False before we set it has
                 # already queued its message, and one that sees it True waits for this wait to notify.
-                if not (wait is None and self._queue):
+                if not (idle and self._queue):
                     self._cond.wait(wait)
+                    waited = True
                 self._sleeping = False
         return []
 
@@ -291,6 +300,8 @@ class Forwarder:
                     self._left.append(item)
                     continue
                 self._send(item, self._producer)
+            if self._serves and self._producer is not None:
+                self._producer.serve()  # type: ignore[attr-defined] - only where _serves says it has one
             self._settle()
 
     def _current(self, item: Pending) -> bool:
