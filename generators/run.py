@@ -22,7 +22,7 @@ from generators.fleet import Fleet, build_fleet
 from generators.labels import LabelWriter
 from generators.ledger import Ledger
 from generators.outgoing import Batcher, Item, Message
-from generators.pacing import RateMeter, RatePacer, RateReport
+from generators.pacing import IDLE_S, RateMeter, RatePacer, RateReport
 from generators.publisher import READINGS_ACKED, WindowedPublisher
 from generators.replay import FileTimingPacer, ReplaySource
 from generators.settings import GeneratorSettings
@@ -189,7 +189,7 @@ def run(settings: GeneratorSettings, stop: threading.Event | None = None, *, sha
                 due = min(due, settings.count - source.generated)
             if due <= 0:
                 send(batcher.due(), stop)
-                time.sleep(min(0.01, 1.0 / settings.rate))
+                time.sleep(IDLE_S)
             # A pass's messages go to the publisher together: one hand-over to the network thread per
             # pass (or per window's worth), not one per message.
             out = batcher.due()
