@@ -23,6 +23,7 @@ checks them against paho's own encoder and decoder.
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -39,6 +40,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import Field
 
 from servicekit.settings import ServiceSettings
+
+log = logging.getLogger("servicekit.mqtt")
 
 
 class MqttSettings(ServiceSettings):
@@ -76,6 +79,11 @@ def make_client(settings: MqttSettings, client_id: str, *, manual_ack: bool = Fa
             keyfile=str(settings.mqtt_key_file) if settings.mqtt_key_file else None,
         )
     client.reconnect_delay_set(min_delay=1, max_delay=30)
+    # paho retries a failed connection quietly: a service pointed at the wrong broker showed nothing
+    # but progress lines with zero in them.
+    where = f"{settings.mqtt_host}:{settings.mqtt_port}"
+    client.on_connect_fail = lambda _client, _userdata: log.warning(
+        "cannot reach the MQTT broker at %s (TSDEMO_MQTT_HOST, TSDEMO_MQTT_PORT); retrying every 1-30 s", where)
     return client
 
 
