@@ -7,6 +7,8 @@ replicas and retires the bridge only when the StatefulSet scales down past it.""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -100,9 +102,17 @@ def test_a_bridge_retiring_mid_stream_hands_its_share_over_and_loses_nothing(run
     assert kept.returncode == 0 and "keeping its MQTT session" in kept.stdout, kept.stdout + kept.stderr
     assert leaves.healthy()
     # The scale-down to one replica: ingest-1 retires while the stream goes on, right after a burst, and
-    # exits by itself.
+    # exits by itself. The burst goes out while ingest-1 is stopped, so its share is still in its session
+    # when it unsubscribes: left running, a fast machine's ingest-1 kept up with the burst and had nothing
+    # left to drain.
     burst = Publisher(run)
-    burst.publish(10_000, 13_000)
+    assert leaves.proc is not None
+    os.kill(leaves.proc.pid, signal.SIGSTOP)
+    try:
+        burst.publish(10_000, 13_000)
+        burst.acked()  # every message is in a session: ingest-1's share waits in its own
+    finally:
+        os.kill(leaves.proc.pid, signal.SIGCONT)
     k8s_api.replicas = 1
     retired = run_hook(k8s_api, tmp_path, "ingest-1", leaves.health_port)
     assert retired.returncode == 0 and "the bridge exited" in retired.stdout, retired.stdout + retired.stderr
