@@ -3,30 +3,22 @@
 from __future__ import annotations
 
 import logging
-import socket
-import time
 
 import pytest
 
+from deploy.servers import free_port
+from deploy.wait import wait_until
 from servicekit.mqtt import MqttSettings, connect_in_session, make_client
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:  # bound and closed again: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_an_unreachable_broker_is_logged_with_its_address(caplog: pytest.LogCaptureFixture) -> None:
-    port = _closed_port()
+    port = free_port()  # bound and closed again: nothing listens there
     settings = MqttSettings(mqtt_host="127.0.0.1", mqtt_port=port)
     client = make_client(settings, "unreachable")
     with caplog.at_level(logging.WARNING, logger="servicekit.mqtt"):
         connect_in_session(client, settings, session_expiry_s=60)
         try:
-            deadline = time.monotonic() + 10
-            while not caplog.records and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: caplog.records, 10, "a warning about the unreachable broker", every=0.05)
         finally:
             client.loop_stop()
     assert [r.getMessage() for r in caplog.records][:1] == [
