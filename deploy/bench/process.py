@@ -96,8 +96,13 @@ def run_noop(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSe
     def batches() -> list[Batch]:
         return from_progress_lines(progress.read_text()) if progress.exists() else []
 
+    # Spark's event log on, as for the job (whose phases are read from it): it costs the JVM a little per
+    # task, and the baseline must pay what the subject pays.
+    event_logs = env.state_dir / f"spark-events-{name}"
+    shutil.rmtree(event_logs, ignore_errors=True)
     job = spawn("spark no-op job", [sys.executable, "-m", "deploy.bench.noop_job"], env.logs / f"process-{name}.log",
-                {**spark_env(env, s, topic, name, offsets), "TSDEMO_PROGRESS_PATH": str(progress)})
+                {**spark_env(env, s, topic, name, offsets), "TSDEMO_PROGRESS_PATH": str(progress),
+                 "PYSPARK_SUBMIT_ARGS": event_log_args(event_logs)})
     try:
         job.wait_running_until(lambda: any(b.rows for b in batches()), env.ready_timeout_s, "first batch", every=POLL_S)
         before = sum(b.rows for b in batches())
