@@ -15,7 +15,7 @@ from prometheus_client import Gauge
 
 from processing.settings import ProcessingSettings
 from servicekit.contract import metrics
-from servicekit.contract.influx import PIPELINE, PIPELINE_QUERY_DLQ, PIPELINE_QUERY_WINDOWS
+from servicekit.contract.influx import PIPELINE, PIPELINE_PHASES, PIPELINE_QUERY_DLQ, PIPELINE_QUERY_WINDOWS
 
 log = logging.getLogger("processing")
 
@@ -137,6 +137,9 @@ def pipeline_point(progress: Any) -> dict[str, Any]:
         "late_rows": int(late),
         "output_rows": int(progress.sink.numOutputRows if progress.sink else 0),
     }
+    for phase, ms in (progress.durationMs or {}).items():
+        if phase in PIPELINE_PHASES:
+            fields[PIPELINE_PHASES[phase]] = float(ms)
     lag = kafka_lag(progress)
     if lag is not None:
         fields["kafka_lag"] = lag

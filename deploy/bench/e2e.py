@@ -33,11 +33,10 @@ from typing import Any
 
 from deploy.bench import jvm_profile, profiles
 from deploy.bench.environment import BenchEnvironment
-from deploy.bench.process import event_log_args
 from deploy.bench.report import BenchResult, Comparison, Run
 from deploy.bench.resources import ResourceMonitor, Usage
 from deploy.bench.settings import E2EBenchSettings
-from deploy.bench.spark_batches import from_event_log, phase_means, pipeline_batches
+from deploy.bench.spark_batches import phase_means, pipeline_batches
 from deploy.bench.stats import percentile
 from deploy.services.components import Endpoints
 from deploy.services.pipeline import Pipeline as ServicePipeline
@@ -147,7 +146,6 @@ class Pipeline:
     influx: InfluxQuery
     services: ServicePipeline
     ledger: Path
-    event_logs: Path
 
     @property
     def service_env(self) -> dict[str, str]:
@@ -165,8 +163,7 @@ class Pipeline:
     def start(self) -> None:
         env, s = self.env, self.s
         # All started at once, then waited for: their start-ups overlap.
-        self.services.start("tsdemo process", "process", {"PYSPARK_SUBMIT_ARGS": event_log_args(self.event_logs)},
-                            log_path=env.logs / "e2e-process.log", wait=False)
+        self.services.start("tsdemo process", "process", {}, log_path=env.logs / "e2e-process.log", wait=False)
         for i in range(s.bridges):
             self.services.start(f"bridge-{i}", "ingest", {"TSDEMO_CLIENT_ID": f"bench-e2e-bridge-{i}"},
                                 log_path=env.logs / f"e2e-bridge-{i}.log", wait=False)
@@ -274,8 +271,7 @@ def run(env: BenchEnvironment, s: E2EBenchSettings, earlier: list[BenchResult]) 
     }, ready_timeout_s=env.ready_timeout_s)
     run_tool("tsdemo storage init", tsdemo("storage", "init"), env.logs / "e2e-storage-init.log", services.env)
     influx = InfluxQuery(InfluxSettings(influx_url=influxdb.endpoint, influx_database=DATABASE))
-    event_logs = env.state_dir / "e2e-spark-events"
-    p = Pipeline(env, s, influx, services, env.state_dir / "ledgers" / "e2e.json", event_logs)
+    p = Pipeline(env, s, influx, services, env.state_dir / "ledgers" / "e2e.json")
     steps: list[dict[str, Any]] = []
     best: tuple[dict[str, Any], dict[str, Usage]] | None = None
     failing_rate = None
@@ -303,8 +299,7 @@ def run(env: BenchEnvironment, s: E2EBenchSettings, earlier: list[BenchResult]) 
                 best = (step, usage)
         env.say("e2e: final check of the whole run with verify")
         final = p.verify(max(s.verify_wait_s, 120.0))
-        phases = phase_means([b for b in from_event_log(event_logs)
-                              if b.query == PIPELINE_QUERY_WINDOWS and b.rows > 0])
+        phases = phase_means([b for b in pipeline_batches(influx) if b.query == PIPELINE_QUERY_WINDOWS and b.rows > 0])
         result.extra.update(steps=steps, final_verify={k: final.get(k) for k in ("expected", "stored", "lost",
                                                                                   "double_counted")},
                             windows_phases_ms=phases)

@@ -14,7 +14,7 @@ own checkpoint, the same trigger and batch size. From each run's steady batches 
   least the offered rate when 95% of batches finish within the trigger, else at most the processing
   rate (``deploy.bench.spark_batches.sustained``); the e2e ramp measures it directly;
 - CPU-seconds per 1,000 readings of each process tree, from its first batch to the end;
-- for the job, Spark's own phases per batch from its event log: where a batch's time goes.
+- for the job, Spark's own phases per batch (from its ``pipeline`` points): where a batch's time goes.
 
 Unless ``--profile never``, the job's last run of the first case is profiled: py-spy samples its
 Python side (driver and pandas workers) and Java Flight Recorder its JVM. The profiles are kept when
@@ -24,7 +24,6 @@ the target is missed.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -38,7 +37,6 @@ from deploy.bench.settings import ProcessBenchSettings
 from deploy.bench.spark_batches import (
     Batch,
     figures,
-    from_event_log,
     from_progress_lines,
     phase_means,
     pipeline_batches,
@@ -79,14 +77,6 @@ def spark_env(env: BenchEnvironment, s: ProcessBenchSettings, topic: str, name: 
     }
 
 
-def event_log_args(directory: Path) -> str:
-    """``PYSPARK_SUBMIT_ARGS`` turning on Spark's event log: every batch's progress, phases included."""
-    directory.mkdir(parents=True, exist_ok=True)
-    # Plain JSON lines in one file: Spark 4 otherwise rolls and zstd-compresses its event logs.
-    return (f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir=file://{directory} "
-            "--conf spark.eventLog.compress=false --conf spark.eventLog.rolling.enabled=false pyspark-shell")
-
-
 def run_noop(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSet, topic: str, offsets: int,
              target: int, name: str) -> tuple[list[Batch], dict[str, Usage], int]:
     """Returns the batches, the usage from the first batch on, and the Kafka records read before it."""
@@ -96,13 +86,8 @@ def run_noop(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSe
     def batches() -> list[Batch]:
         return from_progress_lines(progress.read_text()) if progress.exists() else []
 
-    # Spark's event log on, as for the job (whose phases are read from it): it costs the JVM a little per
-    # task, and the baseline must pay what the subject pays.
-    event_logs = env.state_dir / f"spark-events-{name}"
-    shutil.rmtree(event_logs, ignore_errors=True)
     job = spawn("spark no-op job", [sys.executable, "-m", "deploy.bench.noop_job"], env.logs / f"process-{name}.log",
-                {**spark_env(env, s, topic, name, offsets), "TSDEMO_PROGRESS_PATH": str(progress),
-                 "PYSPARK_SUBMIT_ARGS": event_log_args(event_logs)})
+                {**spark_env(env, s, topic, name, offsets), "TSDEMO_PROGRESS_PATH": str(progress)})
     try:
         job.wait_running_until(lambda: any(b.rows for b in batches()), env.ready_timeout_s, "first batch", every=POLL_S)
         before = sum(b.rows for b in batches())
@@ -119,24 +104,21 @@ def run_noop(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSe
 
 def run_job(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSet, topic: str, offsets: int,
             target: int, name: str, profile_raw: Path | None
-            ) -> tuple[list[Batch], dict[str, Usage], list[Batch], list[str], int]:
-    """Returns the batches (from ``pipeline``), usage from the first batch on, the event log's batches,
-    profile summaries, and the Kafka records read before the first batch was reported."""
+            ) -> tuple[list[Batch], dict[str, Usage], list[str], int]:
+    """Returns the batches (from ``pipeline``, with their phases), usage from the first batch on, profile
+    summaries, and the Kafka records read before the first batch was reported."""
     database = f"bench_{name.replace('-', '_')}"
     influx_settings = InfluxSettings(influx_url=env.influxdb().endpoint, influx_database=database)
     influx_env = {"TSDEMO_INFLUX_URL": influx_settings.influx_url, "TSDEMO_INFLUX_DATABASE": database}
     run_tool("tsdemo storage init", tsdemo("storage", "init"), env.logs / f"process-{name}-storage-init.log",
              influx_env)
-    event_logs = env.state_dir / f"spark-events-{name}"
-    shutil.rmtree(event_logs, ignore_errors=True)
     influx = InfluxQuery(influx_settings)
 
     def done() -> int:
         return min(sum(b.rows for b in pipeline_batches(influx) if b.query == q) for q in QUERIES)
 
     job = spawn("tsdemo process", tsdemo("process"), env.logs / f"process-{name}.log",
-                {**spark_env(env, s, topic, name, offsets), **influx_env,
-                 "PYSPARK_SUBMIT_ARGS": event_log_args(event_logs)}, health_port=free_port())
+                {**spark_env(env, s, topic, name, offsets), **influx_env}, health_port=free_port())
     recorder = jvm = None
     summaries: list[str] = []
     try:
@@ -162,7 +144,7 @@ def run_job(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSet
         job.stop(120)
         batches = pipeline_batches(influx)
         influx.close()
-    return batches, usage, from_event_log(event_logs), [x for x in summaries if x], before
+    return batches, usage, [x for x in summaries if x], before
 
 
 def cpu_per_1000(usage: Usage | None, records: int, per_row: float) -> float | None:
@@ -196,14 +178,14 @@ def run_case(env: BenchEnvironment, s: ProcessBenchSettings, payloads: PayloadSe
     def job_run(i: int) -> Run:
         loads.append(os.getloadavg()[0])
         raw = profile_raw if i == s.repeats - 1 else None
-        batches, usage, logged, summary, before = run_job(env, s, payloads, topic, offsets, target,
-                                                          f"{label}-job-{i}", raw)
+        batches, usage, summary, before = run_job(env, s, payloads, topic, offsets, target, f"{label}-job-{i}", raw)
         summaries.extend(summary)
-        f = figures(steady([b for b in batches if b.query in QUERIES], s.warmup_batches), per_row)
+        ours = steady([b for b in batches if b.query in QUERIES], s.warmup_batches)
+        f = figures(ours, per_row)
         rate_, bound = sustained(f, offered, trigger_ms)
         return Run("tsdemo process", f.readings, f.rows, f.busy_s, usage, {
             **f.as_dict(), "sustained_rate": round(rate_), "sustained_bound": bound,
-            "phases_ms": phase_means(steady([b for b in logged if b.query in QUERIES], s.warmup_batches)),
+            "phases_ms": phase_means(ours),
             "cpu_s_per_1000_readings": cpu_per_1000(usage.get("tsdemo process"), target - before, per_row)},
             readings_per_s=f.processing_rate)
 

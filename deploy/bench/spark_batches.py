@@ -2,9 +2,9 @@
 takes from them.
 
 The job writes one ``pipeline`` point per batch and query to InfluxDB (``input_rows``,
-``batch_duration_ms``); the no-op baseline appends Spark's progress JSON; and Spark's event log (turned
-on for the job through ``PYSPARK_SUBMIT_ARGS``, no change to the job) holds each batch's progress with
-its ``durationMs`` phases, which say where a batch's time went.
+``batch_duration_ms`` and Spark's phases of the batch, which say where its time went); the no-op
+baseline appends Spark's progress JSON. Spark's event log holds the same progress, but writing it cost
+about 100 ms of every batch, so no bench turns it on: the subject and the baseline run as deployed.
 
 Rows are Kafka records; a record carries ``readings_per_row`` readings (a gateway's batch).
 """
@@ -14,14 +14,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from deploy.bench.stats import percentile, rate
-from servicekit.contract.influx import PIPELINE
+from servicekit.contract.influx import PIPELINE, PIPELINE_PHASES
 from storage.queries import InfluxQuery, quote_ident
-
-PROGRESS_EVENT = "org.apache.spark.sql.streaming.StreamingQueryListener$QueryProgressEvent"
 
 
 @dataclass(frozen=True)
@@ -55,9 +52,12 @@ def from_progress_lines(text: str) -> list[Batch]:
 
 
 def from_pipeline_rows(rows: list[dict[str, Any]]) -> list[Batch]:
-    """Batches from ``pipeline`` points (``time`` in epoch ms, when the batch was reported)."""
+    """Batches from ``pipeline`` points (``time`` in epoch ms, when the batch was reported), with the phases
+    they carry under Spark's names."""
     return [Batch(r.get("query", "unnamed"), int(r.get("input_rows") or 0), float(r.get("batch_duration_ms") or 0),
-                  int(r["time"]) / 1000) for r in rows]
+                  int(r["time"]) / 1000,
+                  {phase: float(r[field]) for phase, field in PIPELINE_PHASES.items() if r.get(field) is not None})
+            for r in rows]
 
 
 def pipeline_batches(influx: InfluxQuery, since_s: float | None = None, until_s: float | None = None) -> list[Batch]:
@@ -67,24 +67,10 @@ def pipeline_batches(influx: InfluxQuery, since_s: float | None = None, until_s:
         where.append(f"time >= {int(since_s * 1000)}ms")
     if until_s is not None:
         where.append(f"time <= {int(until_s * 1000)}ms")
-    rows = influx.query(f'SELECT "input_rows", "batch_duration_ms" FROM {quote_ident(PIPELINE)}'
+    fields = ", ".join(quote_ident(f) for f in ("input_rows", "batch_duration_ms", *PIPELINE_PHASES.values()))
+    rows = influx.query(f"SELECT {fields} FROM {quote_ident(PIPELINE)}"
                         + (f" WHERE {' AND '.join(where)}" if where else "") + ' GROUP BY "query"')
     return from_pipeline_rows(rows)
-
-
-def from_event_log(directory: Path) -> list[Batch]:
-    """Every query progress in the Spark event logs under ``directory``."""
-    batches = []
-    for path in sorted(directory.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        with open(path, encoding="utf-8", errors="replace") as lines:
-            for line in lines:
-                if PROGRESS_EVENT not in line:
-                    continue
-                event = json.loads(line)
-                batches.append(from_progress(event["progress"]))
-    return batches
 
 
 def steady(batches: list[Batch], warmup: int) -> list[Batch]:

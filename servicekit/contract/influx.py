@@ -47,8 +47,12 @@ ANOMALY_FIELDS = ("value", "score", "seq", "boot")
 #: Processing's health: one point per micro-batch and streaming query (tag ``query``).
 PIPELINE = "pipeline"
 PIPELINE_TAGS = ("query",)
+#: Spark's phases of a batch (its progress's ``durationMs``) -> the ``pipeline`` field with their milliseconds:
+#: where a batch's time went, without Spark's event log (which cost ~100 ms of each batch to write).
+PIPELINE_PHASES = {"addBatch": "add_batch_ms", "queryPlanning": "query_planning_ms", "walCommit": "wal_commit_ms",
+                   "commitOffsets": "commit_offsets_ms", "latestOffset": "latest_offset_ms", "getBatch": "get_batch_ms"}
 PIPELINE_FIELDS = ("input_rows", "input_rate", "processing_rate", "batch_duration_ms", "state_rows", "late_rows",
-                   "output_rows", "kafka_lag", "watermark_delay_ms")
+                   "output_rows", "kafka_lag", "watermark_delay_ms", *PIPELINE_PHASES.values())
 #: the ``query`` tag of the job's own points, and of the points carrying the batch's DLQ count
 PIPELINE_QUERY_WINDOWS = "windows"
 PIPELINE_QUERY_DLQ = "dlq"

@@ -1,4 +1,4 @@
-"""Micro-batches from the three places Spark's progress is recorded, and the figures taken from them."""
+"""Micro-batches from the two places Spark's progress is recorded for a bench, and the figures taken from them."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import json
 import pytest
 
 from deploy.bench.spark_batches import (
-    PROGRESS_EVENT,
     Batch,
     figures,
-    from_event_log,
     from_pipeline_rows,
     from_progress,
     from_progress_lines,
@@ -23,30 +21,22 @@ LISTENER_JSON = {"name": "noop", "timestamp": "2026-01-01T00:00:00.000Z", "batch
                  "batchDuration": 500, "durationMs": {"addBatch": 300, "triggerExecution": 500}}
 
 
-def test_progress_from_the_listener_and_from_the_event_log_agree():
-    listener = from_progress(LISTENER_JSON)
-    event_log = from_progress({**{k: v for k, v in LISTENER_JSON.items() if k != "numInputRows"},
-                               "sources": [{"numInputRows": 600}, {"numInputRows": 400}]})
-    assert listener == event_log
-    assert listener.rows == 1000 and listener.duration_ms == 500
-    assert listener.end_s - listener.start_s == pytest.approx(0.5)
-    assert listener.phases == {"addBatch": 300.0, "triggerExecution": 500.0}
-
-
-def test_event_log_files_are_read_whatever_else_they_hold(tmp_path):
-    (tmp_path / "app").mkdir()
-    lines = [json.dumps({"Event": "SparkListenerTaskEnd"}),
-             json.dumps({"Event": PROGRESS_EVENT, "progress": {**LISTENER_JSON, "name": "windows"}})]
-    (tmp_path / "app" / "local-1").write_text("\n".join(lines) + "\n")
-    (tmp_path / "app" / ".local-1.crc").write_text("not json")
-    assert [b.query for b in from_event_log(tmp_path)] == ["windows"]
-    assert from_progress_lines(json.dumps(LISTENER_JSON) + "\n\n")[0].rows == 1000
+def test_progress_lines_become_batches():
+    (batch,) = from_progress_lines(json.dumps(LISTENER_JSON) + "\n\n")
+    assert batch.rows == 1000 and batch.duration_ms == 500
+    assert batch.end_s - batch.start_s == pytest.approx(0.5)
+    assert batch.phases == {"addBatch": 300.0, "triggerExecution": 500.0}
+    # A progress without numInputRows (as Spark's event log writes it) counts its sources' rows.
+    per_source = from_progress({**{k: v for k, v in LISTENER_JSON.items() if k != "numInputRows"},
+                                "sources": [{"numInputRows": 600}, {"numInputRows": 400}]})
+    assert per_source == batch
 
 
 def test_pipeline_points_become_batches():
-    rows = [{"query": "windows", "time": 1_000_000, "input_rows": 10, "batch_duration_ms": 250}]
+    rows = [{"query": "windows", "time": 1_000_000, "input_rows": 10, "batch_duration_ms": 250,
+             "add_batch_ms": 200, "wal_commit_ms": None}]
     (batch,) = from_pipeline_rows(rows)
-    assert batch == Batch("windows", 10, 250.0, 1000.0)
+    assert batch == Batch("windows", 10, 250.0, 1000.0, {"addBatch": 200.0})
 
 
 def _batches(durations: list[float], rows: int = 100) -> list[Batch]:
