@@ -23,12 +23,7 @@ class BridgeSettings(MqttSettings, KafkaConnectionSettings):
     kafka_max_request_bytes: int = Field(1_048_576, ge=1024, description="largest Kafka record the bridge "
                                          "writes (producer max_request_size); keep it at or below the "
                                          "topics' max.message.bytes")
-    # 20 ms, not 5: with 5, librdkafka's broker thread sent many small produce requests and its CPU for the
-    # same million readings ranged 0.13-1.26 s between runs (the bridge's Python threads 1.2-1.4 s, steady);
-    # with 20 it took 0.08-0.13 s. kafka-python's CPU is the same at both. A message's ack waits at most
-    # that much longer, against processing's 2 s trigger.
-    linger_ms: int = Field(20, ge=0, description="Kafka producer linger (ms): how long a write waits for others "
-                           "to share its produce request; batching against latency")
+    linger_ms: int = Field(5, ge=0, description="Kafka producer linger: batching against latency")
     kafka_batch_bytes: int = Field(1_048_576, ge=1024, description="Kafka producer batch size per partition "
                                    "(batch_size): how many records one produce request can carry")
     kafka_client: Literal["kafka-python", "confluent"] = Field(
