@@ -5,8 +5,10 @@ sub-bench of ``tsdemo bench all``."""
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -92,7 +94,21 @@ class BenchEnvironment:
             shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def __enter__(self) -> BenchEnvironment:
+        # The servers run in sessions of their own, so a SIGTERM to the bench (``timeout``, a CI job's end, a
+        # plain ``kill``) would end it without ``__exit__`` and leave Kafka, InfluxDB and Mosquitto running.
+        # As SystemExit it unwinds like Ctrl-C does, through ``close``.
+        self._previous_sigterm = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        try:
+            self.close()
+        finally:
+            if self._previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
