@@ -4,7 +4,8 @@ takes from them.
 The job writes one ``pipeline`` point per batch and query to InfluxDB (``input_rows``,
 ``batch_duration_ms`` and Spark's phases of the batch, which say where its time went); the no-op
 baseline appends Spark's progress JSON. Spark's event log holds the same progress, but writing it cost
-about 100 ms of every batch, so no bench turns it on: the subject and the baseline run as deployed.
+the no-op about 70 ms of each batch and the job about 150, so no bench turns it on: the subject and the
+baseline run as deployed.
 
 Rows are Kafka records; a record carries ``readings_per_row`` readings (a gateway's batch).
 """

@@ -48,7 +48,7 @@ ANOMALY_FIELDS = ("value", "score", "seq", "boot")
 PIPELINE = "pipeline"
 PIPELINE_TAGS = ("query",)
 #: Spark's phases of a batch (its progress's ``durationMs``) -> the ``pipeline`` field with their milliseconds:
-#: where a batch's time went, without Spark's event log (which cost ~100 ms of each batch to write).
+#: where a batch's time went, without Spark's event log (writing it cost the job ~150 ms of each batch).
 PIPELINE_PHASES = {"addBatch": "add_batch_ms", "queryPlanning": "query_planning_ms", "walCommit": "wal_commit_ms",
                    "commitOffsets": "commit_offsets_ms", "latestOffset": "latest_offset_ms", "getBatch": "get_batch_ms"}
 PIPELINE_FIELDS = ("input_rows", "input_rate", "processing_rate", "batch_duration_ms", "state_rows", "late_rows",
